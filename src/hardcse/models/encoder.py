@@ -1,0 +1,92 @@
+"""The encoder used for training and its clean export.
+
+Training model: Transformer (max length 32 by default, as the official scripts) -> Pooling(cls)
+-> :class:`~hardcse.models.head.TrainOnlyHead`. The export keeps only Transformer + Pooling, so
+plain ``SentenceTransformer(path)`` (and MTEB) loads it with the pooling it was trained for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules.transformer import Transformer
+from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+from hardcse.errors import ConfigError
+from hardcse.models.defaults import resolve_model_name
+from hardcse.models.head import TrainOnlyHead
+
+POOLINGS = ("cls", "mean", "max")
+
+
+def build_training_model(
+    model: str | None = None,
+    pooling: str = "cls",
+    max_seq_length: int = 32,
+    mlp_head: bool = True,
+    dropout: float | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> SentenceTransformer:
+    """Transformer + Pooling (+ train-only head) from a Hugging Face name/path or an ST directory.
+
+    Only the transformer weights are taken from ``model``: an ST model's own pooling, Dense or
+    Normalize modules are replaced by the training pooling, as in SimCSE, which starts from a raw
+    backbone. ``dropout`` overrides both of the backbone's dropout probabilities.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}.")
+    path = resolve_model_name(model)
+    config_kwargs = {}
+    if dropout is not None:
+        config_kwargs = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    try:
+        transformer = Transformer(
+            path,
+            max_seq_length=max_seq_length,
+            config_kwargs=config_kwargs or None,
+            model_kwargs={"trust_remote_code": trust_remote_code, "attn_implementation": "sdpa"},
+            processor_kwargs={"trust_remote_code": trust_remote_code},
+        )
+    except OSError as err:
+        where = "a local directory" if os.path.exists(path) else "not a local directory"
+        raise ConfigError(
+            f"model '{model}' could not be loaded ({where}; the Hugging Face hub could not provide it: "
+            f"{str(err).splitlines()[0]})."
+        ) from None
+    dim = transformer.get_embedding_dimension()
+    modules: list[torch.nn.Module] = [transformer, Pooling(dim, pooling_mode=pooling)]
+    if mlp_head:
+        modules.append(TrainOnlyHead(dim))
+    return SentenceTransformer(modules=modules, device=device)
+
+
+def export_model(model: SentenceTransformer, path: str | Path, eval_max_seq_length: int | None = None) -> None:
+    """Save Transformer + Pooling of ``model`` (no train-only head) in sentence-transformers format.
+
+    ``eval_max_seq_length`` replaces the training truncation length (32) in the saved model, so
+    users encoding with it are not silently cut at 32 tokens.
+    """
+    modules = [m for m in model if not isinstance(m, TrainOnlyHead)]
+    clean = SentenceTransformer(modules=modules, device=str(model.device))
+    old = clean.max_seq_length
+    if eval_max_seq_length is not None:
+        clean.max_seq_length = eval_max_seq_length
+    try:
+        clean.save(str(path), create_model_card=True)
+    finally:
+        clean.max_seq_length = old
+
+
+def position_limit(model: SentenceTransformer) -> int:
+    """The longest input the transformer accepts (its position embeddings)."""
+    # The tokenizer's model_max_length follows max_seq_length (32 in training), so read the config.
+    config = getattr(getattr(model[0], "auto_model", None), "config", None)
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    # RoBERTa reserves two positions for the padding offset.
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2
+    return int(limit)

@@ -1,0 +1,215 @@
+"""The contrastive frame every method plugs into.
+
+:class:`ContrastiveLoss` is a sentence-transformers loss (``forward(sentence_features, labels)``).
+It encodes each sentence twice in **one** forward pass (the batch is stacked on itself, so the
+two copies get independent dropout masks, as the official SimCSE ``cl_forward``), gathers the
+views across processes, and computes the unsupervised SimCSE InfoNCE (Gao et al., 2021, Eq. 4):
+
+.. math::
+
+    \\mathcal L = \\frac1N \\sum_i -\\log \\frac{e^{s(z_i, z'_i)/\\tau}}
+        {\\sum_j e^{s(z_i, z'_j)/\\tau} + \\sum_k e^{w_{ik}} e^{e_{ik}/\\tau}}
+
+with view-1 anchors only, cosine ``s``, temperature ``tau = 0.05``. Methods change it through
+:class:`Part` objects, which see one :class:`ContrastiveBatch` in order and may
+
+* append extra negative columns ``e`` (cosines, unscaled) with optional log-weights ``w``
+  (ClusterNS centroids);
+* remove in-batch columns from the denominator (false-negative masking);
+* add weighted auxiliary loss terms (BML, the HSimCSE quadruplet hinge);
+* record diagnostics (floats, logged in the training history).
+
+The loss returns a dict of components (``infonce`` and one key per auxiliary term); the trainer
+sums them and logs each one. Diagnostics of the last training step are in
+:attr:`ContrastiveLoss.last_diagnostics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class ContrastiveBatch:
+    """What the parts of an objective see and add to, for one (global) batch.
+
+    ``z1``/``z2`` are the two views (N x d, with gradient), ``sim`` their unscaled cosine
+    matrix ``sim[i, j] = cos(z1_i, z2_j)``, ``ids`` the corpus row of each sentence (or None).
+    """
+
+    z1: Tensor
+    z2: Tensor
+    sim: Tensor
+    ids: Tensor | None
+    step: int
+    temperature: float
+    training: bool = True
+    extra_columns: list[Tensor] = field(default_factory=list)
+    extra_log_weights: list[Tensor | None] = field(default_factory=list)
+    removed: Tensor | None = None
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.z1.shape[0]
+
+    def add_columns(self, cosines: Tensor, log_weights: Tensor | None = None) -> None:
+        """Append negative columns: ``cosines`` is N x M (unscaled), ``log_weights`` N x M or None."""
+        self.extra_columns.append(cosines)
+        self.extra_log_weights.append(log_weights)
+
+    def remove_in_batch(self, mask: Tensor) -> None:
+        """Drop in-batch columns ``mask[i, j] = True`` from row i's denominator (diagonal kept)."""
+        mask = mask.bool() & ~torch.eye(self.size, dtype=torch.bool, device=mask.device)
+        self.removed = mask if self.removed is None else (self.removed | mask)
+
+    def add_loss(self, name: str, value: Tensor) -> None:
+        """Add a weighted auxiliary term; it is summed into the total loss and logged as ``name``."""
+        self.losses[name] = self.losses[name] + value if name in self.losses else value
+
+
+class Part(nn.Module):
+    """One piece of an objective (a positive, negative, false-negative or auxiliary rule).
+
+    Subclasses implement :meth:`contribute`. State that must survive a restart is kept in
+    buffers, so it is in ``state_dict()`` and saved with training checkpoints.
+    """
+
+    name: str = "part"
+
+    def contribute(self, batch: ContrastiveBatch) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, batch: ContrastiveBatch) -> None:
+        self.contribute(batch)
+
+
+def pairwise_cosine(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """``cos(a_i, b_j)`` for all i, j (norms clamped at ``eps``, as torch's cosine_similarity)."""
+    a_n = a / a.norm(dim=-1, keepdim=True).clamp_min(eps)
+    b_n = b / b.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return a_n @ b_n.T
+
+
+def info_nce(batch: ContrastiveBatch) -> Tensor:
+    """Cross-entropy over ``[sim | extra columns] / tau`` with label i for row i (see module doc)."""
+    tau = batch.temperature
+    logits = batch.sim / tau
+    if batch.removed is not None:
+        logits = logits.masked_fill(batch.removed, float("-inf"))
+    blocks = [logits]
+    for cols, log_w in zip(batch.extra_columns, batch.extra_log_weights, strict=True):
+        scaled = cols / tau
+        blocks.append(scaled if log_w is None else scaled + log_w)
+    logits = torch.cat(blocks, dim=1) if len(blocks) > 1 else logits
+    labels = torch.arange(batch.size, device=logits.device)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def gather(t: Tensor) -> Tensor:
+    """All-gather ``t`` across processes, keeping the gradient of the local shard."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return t
+    if torch.distributed.get_world_size() == 1:
+        return t
+    from sentence_transformers.util import all_gather_with_grad
+
+    return all_gather_with_grad(t)
+
+
+class ContrastiveLoss(nn.Module):
+    """Unsupervised contrastive loss over two dropout views, extended by :class:`Part` objects.
+
+    Args:
+        model: the SentenceTransformer being trained (its last module may be the train-only head).
+        parts: the method's parts, applied in order.
+        temperature: tau in the InfoNCE (0.05 in SimCSE, ClusterNS and HSimCSE).
+        gather_across_devices: gather both views over processes so the loss sees the global batch.
+
+    The dataset has one text column (each sentence is tokenised once and stacked on itself for
+    the two views) and optionally an integer ``label`` column holding each sentence's corpus
+    row, which parts such as the corpus index use to exclude a sentence from its own neighbours.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        parts: Sequence[Part] = (),
+        temperature: float = 0.05,
+        gather_across_devices: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.parts = nn.ModuleList(parts)
+        self.temperature = temperature
+        self.gather_across_devices = gather_across_devices
+        # The optimisation step, counted on training forwards; saved with the parts' state.
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.last_diagnostics: dict[str, Any] = {}
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode_two_views(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """One forward pass over the batch stacked on itself; returns (view 1, view 2)."""
+        n = features["input_ids"].shape[0]
+        doubled = {k: torch.cat([v, v], dim=0) if torch.is_tensor(v) else v for k, v in features.items()}
+        emb = self.model(doubled)["sentence_embedding"]
+        return emb[:n], emb[n:]
+
+    # -- loss -------------------------------------------------------------------------------
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None):
+        features = list(sentence_features)
+        if len(features) == 1:
+            z1, z2 = self.encode_two_views(features[0])
+        else:
+            # Two text columns (e.g. (s, s) pairs as in sentence-transformers' SimCSE recipe).
+            z1 = self.model(features[0])["sentence_embedding"]
+            z2 = self.model(features[1])["sentence_embedding"]
+        ids = labels.long() if labels is not None and labels.numel() == z1.shape[0] else None
+        if self.gather_across_devices:
+            z1, z2 = gather(z1), gather(z2)
+            if ids is not None:
+                from sentence_transformers.util import all_gather
+
+                ids = all_gather(ids) if torch.distributed.is_initialized() else ids
+        return self.compute_loss_from_embeddings(z1, z2, ids)
+
+    def compute_loss_from_embeddings(self, z1: Tensor, z2: Tensor, ids: Tensor | None = None) -> dict:
+        """The loss components for views ``z1``/``z2`` (N x d) of the global batch."""
+        batch = ContrastiveBatch(
+            z1=z1,
+            z2=z2,
+            sim=pairwise_cosine(z1, z2),
+            ids=ids,
+            step=int(self.step),
+            temperature=self.temperature,
+            training=self.training,
+        )
+        for part in self.parts:
+            part(batch)
+        losses = {"infonce": info_nce(batch)}
+        losses.update(batch.losses)
+        if self.training:
+            self.step += 1
+            self.last_diagnostics = batch.diagnostics
+        return losses
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "parts": [p.name for p in self.parts],
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+    @property
+    def citation(self) -> str:
+        return (
+            "@inproceedings{gao2021simcse, title={SimCSE: Simple Contrastive Learning of Sentence "
+            "Embeddings}, author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"
+        )

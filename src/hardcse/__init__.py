@@ -1,5 +1,31 @@
-"""hardcse: unsupervised contrastive sentence embeddings with hard positives and negatives."""
+"""hardcse: unsupervised contrastive sentence embeddings with hard positives and negatives.
+
+Python API::
+
+    import hardcse
+    results = hardcse.train(recipe="clusterns", steps=250, output="runs/clusterns")
+    scores = hardcse.evaluate("runs/clusterns/model")
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+__all__ = ["ContrastiveLoss", "TrainConfig", "evaluate", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import hardcse` stays fast and torch-free until something is used.
+    if name in ("train", "evaluate", "make_config"):
+        from hardcse import api
+
+        return getattr(api, name)
+    if name == "TrainConfig":
+        from hardcse.training.config import TrainConfig
+
+        return TrainConfig
+    if name == "ContrastiveLoss":
+        from hardcse.objectives.base import ContrastiveLoss
+
+        return ContrastiveLoss
+    raise AttributeError(name)

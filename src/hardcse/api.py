@@ -1,0 +1,66 @@
+"""The Python API: ``hardcse.train`` and ``hardcse.evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hardcse.training.config import TrainConfig, load_yaml
+from hardcse.training.presets import resolve_preset
+
+
+def make_config(
+    preset: str = "cpu", recipe: str | None = None, config_file: str | Path | None = None, **overrides: Any
+) -> TrainConfig:
+    """Resolve preset < YAML file < keyword overrides into a validated :class:`TrainConfig`."""
+    file_values = load_yaml(config_file) if config_file is not None else {}
+    preset = overrides.pop("preset", None) or file_values.get("preset", preset)
+    recipe = recipe or file_values.get("recipe")
+    base = TrainConfig.from_dict(resolve_preset(preset, recipe), source=f"preset '{preset}'")
+    config = base.updated(**{k: v for k, v in file_values.items() if k != "preset"})
+    config = config.updated(**overrides)
+    if "output" not in overrides and "output" not in file_values:
+        config.output = f"runs/{config.recipe}-{config.preset}"
+    config.validate()
+    return config
+
+
+def train(
+    config: TrainConfig | dict[str, Any] | str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    **overrides: Any,
+) -> dict:
+    """Train an encoder and return the ``results.json`` dict.
+
+    ``config`` is a :class:`TrainConfig`, a dict of its fields (on top of the ``cpu`` preset),
+    or a YAML file; keyword ``overrides`` are applied last. Example::
+
+        import hardcse
+        results = hardcse.train(recipe="simcse", steps=60, eval_steps=20, output="runs/demo")
+    """
+    from hardcse.training.run import train as run
+
+    if isinstance(config, TrainConfig):
+        cfg = config.updated(**overrides)
+    elif isinstance(config, dict):
+        cfg = make_config(**{**config, **overrides})
+    else:
+        cfg = make_config(config_file=config, **overrides)
+    return run(cfg, overwrite=overwrite, resume=resume, show_progress=show_progress)
+
+
+def evaluate(model: Any, **kwargs: Any) -> dict:
+    """Score ``model`` (a SentenceTransformer, or a name/path) on the STS tasks; see
+    :func:`hardcse.evaluation.sts.evaluate_model`."""
+    from hardcse.evaluation.sts import evaluate_model
+
+    if isinstance(model, (str, Path)):
+        from hardcse.models.loading import load_sentence_model
+
+        name = str(model)
+        model = load_sentence_model(name, pooling=kwargs.pop("pooling", None))
+        kwargs.setdefault("model_name", name)
+    return evaluate_model(model, **kwargs)

@@ -1,0 +1,112 @@
+"""Reading the unlabelled training corpus.
+
+A corpus is one or more text files with one sentence per line (the format of SimCSE's
+``wiki1m_for_simcse.txt``), or a Hugging Face ``datasets`` name/path and a text column. Blank
+lines are skipped (the official loader turns them into " " sentences, which only add noise).
+Relative paths are looked up in the working directory first, then in the data directory.
+Problems are reported as one :class:`~hardcse.errors.DataError` sentence naming file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+
+from hardcse.errors import DataError
+
+MAX_LINE_CHARS = 100_000  # a "sentence" longer than this is a broken file, not a sentence
+
+
+def _locate(spec: str, data_dir: Path | None) -> Path | None:
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if data_dir is not None and not path.is_absolute() and (data_dir / path).exists():
+        return data_dir / path
+    return None
+
+
+def read_text_file(path: Path) -> list[str]:
+    """Sentences of a one-sentence-per-line UTF-8 file (blank lines skipped)."""
+    if path.is_dir():
+        raise DataError(f"corpus '{path}' is a directory; pass a text file with one sentence per line.")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError(f"corpus '{path}' contains a NUL byte at line {line}; it looks binary, not text.")
+    sentences: list[str] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(
+                f"corpus '{path}' is not valid UTF-8 at line {number}; re-encode it as UTF-8."
+            ) from None
+        text = text.strip()
+        if not text:
+            continue
+        if len(text) > MAX_LINE_CHARS:
+            raise DataError(
+                f"corpus '{path}' line {number} has {len(text):,} characters; expected one sentence per line."
+            )
+        sentences.append(text)
+    return sentences
+
+
+def _read_dataset(spec: str, column: str) -> list[str]:
+    from datasets import load_dataset
+
+    try:
+        loaded = load_dataset(spec, split="train")
+    except Exception as err:  # datasets raises many types for a missing name/path
+        raise DataError(
+            f"corpus '{spec}' is neither a file nor a loadable dataset ({str(err).splitlines()[0]})."
+        ) from None
+    if column not in loaded.column_names:
+        raise DataError(
+            f"dataset '{spec}' has no column '{column}'; its columns are {', '.join(loaded.column_names)} "
+            "(choose one with --corpus-column)."
+        )
+    return [s.strip() for s in loaded[column] if isinstance(s, str) and s.strip()]
+
+
+def read_corpus(
+    specs: list[str], data_dir: Path | None = None, column: str = "text", max_sentences: int | None = None
+) -> list[str]:
+    """All sentences of the corpus files/datasets in ``specs``, in order."""
+    sentences: list[str] = []
+    for spec in specs:
+        path = _locate(spec, data_dir)
+        if path is not None:
+            got = read_text_file(path)
+            if not got:
+                raise DataError(f"corpus '{path}' has no sentences (it is empty or holds only blank lines).")
+        elif Path(spec).suffix in (".txt", ".text") or "/" in spec and not _looks_like_hub(spec):
+            where = f" (nor in the data directory {data_dir})" if data_dir is not None else ""
+            raise DataError(
+                f"corpus file '{spec}' does not exist{where}; pass an existing file with --corpus "
+                "or run `hardcse download` to get the official wiki1m corpus."
+            )
+        else:
+            got = _read_dataset(spec, column)
+        sentences.extend(got)
+        if max_sentences is not None and len(sentences) >= max_sentences:
+            return sentences[:max_sentences]
+    if not sentences:
+        raise DataError("the corpus has no sentences.")
+    return sentences
+
+
+def _looks_like_hub(spec: str) -> bool:
+    # "owner/name" with no further slashes and no file suffix.
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and "." not in parts[1][-5:]
+
+
+def corpus_dataset(sentences: list[str]) -> Dataset:
+    """The training dataset: one ``text`` column and ``label`` = the sentence's corpus row.
+
+    The row id lets parts that look sentences up in a corpus index exclude the sentence itself.
+    """
+    return Dataset.from_dict({"text": sentences, "label": list(range(len(sentences)))})

@@ -1,0 +1,1 @@
+"""Configuration, presets, trainer assembly, callbacks and reports."""

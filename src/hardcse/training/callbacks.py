@@ -1,0 +1,162 @@
+"""Trainer callbacks: training history, objective state in checkpoints, NaN guard, progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+STATE_FILE = "hardcse_state.safetensors"
+HISTORY_FILE = "hardcse_history.json"
+
+
+def _scalar(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return float(value.detach().float().item()) if value.numel() == 1 else None
+    if isinstance(value, (int, float, bool)):
+        return float(value)
+    return None
+
+
+class HistoryCallback(TrainerCallback):
+    """Collects ``{"step", "loss", components..., diagnostics..., "stsb_dev"}`` per step.
+
+    The loss and its components come from the trainer's logs (``logging_steps=1``); the
+    objective's diagnostics from ``loss.last_diagnostics``; ``stsb_dev`` from evaluations.
+    The history is saved into every checkpoint so a resumed run reports all of it.
+    """
+
+    def __init__(self, loss: torch.nn.Module, metric: str = "eval_stsb_spearman") -> None:
+        self.loss = loss
+        self.metric = metric
+        self.history: list[dict[str, float]] = []
+
+    def _entry(self, step: int) -> dict[str, float]:
+        if not self.history or self.history[-1]["step"] != step:
+            self.history.append({"step": step})
+        return self.history[-1]
+
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        entry = self._entry(state.global_step)
+        for key, value in logs.items():
+            if key in ("epoch", "total_flos", "grad_norm") or key.startswith("eval_") or key.startswith("train_"):
+                continue
+            scalar = _scalar(value)
+            if scalar is not None:
+                entry[key] = scalar
+        if "grad_norm" in logs and _scalar(logs["grad_norm"]) is not None:
+            entry["grad_norm"] = _scalar(logs["grad_norm"])
+        for key, value in getattr(self.loss, "last_diagnostics", {}).items():
+            scalar = _scalar(value)
+            if scalar is not None:
+                entry[key] = scalar
+
+    def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
+        if metrics and self.metric in metrics:
+            self._entry(state.global_step)["stsb_dev"] = float(metrics[self.metric])
+
+    def record_start(self, stsb_dev: float) -> None:
+        self.history.insert(0, {"step": 0, "stsb_dev": stsb_dev})
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            (ckpt / HISTORY_FILE).write_text(json.dumps(self.history), encoding="utf-8")
+
+    def restore(self, checkpoint: Path) -> None:
+        path = checkpoint / HISTORY_FILE
+        if path.is_file():
+            self.history = json.loads(path.read_text(encoding="utf-8"))
+
+
+class ObjectiveStateCallback(TrainerCallback):
+    """Saves the objective's buffers (step, cluster centroids, ...) into every checkpoint.
+
+    Stored as safetensors, so restoring never unpickles anything.
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        self.loss = loss
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        # The encoder is saved by the trainer; keep only the objective's own state.
+        return {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.loss.state_dict().items()
+            if not k.startswith("model.")
+        }
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir() and state.is_world_process_zero:
+            save_file(self._state(), str(ckpt / STATE_FILE))
+
+    def restore(self, checkpoint: Path) -> bool:
+        path = checkpoint / STATE_FILE
+        if not path.is_file():
+            return False
+        saved = load_file(str(path))
+        current = self.loss.state_dict()
+        for key, value in saved.items():
+            if key in current:
+                current[key].copy_(value.to(current[key].dtype))
+        return True
+
+
+class NaNGuardCallback(TrainerCallback):
+    """Stops training at the first non-finite loss, before anything is saved at that step."""
+
+    def __init__(self) -> None:
+        self.bad_step: int | None = None
+
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        value = logs["loss"]
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            self.bad_step = state.global_step
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+
+
+class ProgressCallback(TrainerCallback):
+    """One progress bar with the running loss and the last STS-B dev score."""
+
+    def __init__(self, disable: bool = False, metric: str = "eval_stsb_spearman") -> None:
+        self.bar: tqdm | None = None
+        self.disable = disable
+        self.metric = metric
+        self.postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training",
+                            unit="step", dynamic_ncols=True, disable=self.disable)
+
+    def on_step_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if self.bar is not None and logs and "loss" in logs:
+            self.postfix["loss"] = f"{logs['loss']:.4f}"
+            self.bar.set_postfix(self.postfix, refresh=False)
+
+    def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
+        if self.bar is not None and metrics and self.metric in metrics:
+            self.postfix["stsb_dev"] = f"{metrics[self.metric]:.2f}"
+            self.bar.set_postfix(self.postfix)
+
+    def on_train_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,252 @@
+"""Assembling and running one training run on sentence-transformers' trainer.
+
+The way of the data (DESIGN.md): corpus lines -> dataset (``text`` + row id) -> batches ->
+encoder (two dropout views in one pass) -> objective -> loss -> AdamW; every ``eval_steps`` the
+STS-B dev evaluator runs and the best checkpoint is kept; at the end the clean model (no
+train-only head) is exported, scored on the seven STS tasks, and a report (JSON + Markdown +
+plot) is written next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import ProgressCallback as HFProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from hardcse.data.corpus import corpus_dataset, read_corpus
+from hardcse.errors import ConfigError, TrainingError
+from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
+from hardcse.models.defaults import display_name
+from hardcse.models.encoder import build_training_model, export_model, position_limit
+from hardcse.objectives.base import ContrastiveLoss, Part
+from hardcse.training.callbacks import (
+    HistoryCallback,
+    NaNGuardCallback,
+    ObjectiveStateCallback,
+    ProgressCallback,
+)
+from hardcse.training.config import TrainConfig, dump_yaml
+from hardcse.training.report import write_report
+
+logger = logging.getLogger(__name__)
+
+METRIC = "eval_stsb_spearman"
+OUTPUTS = ("model", "config.yaml", "results.json", "results.md", "curves.png")
+
+
+def prepare_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
+    """Check the output directory: never touch an earlier run without --overwrite/--resume."""
+    out = Path(config.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output '{out}' exists and is not a directory; choose another --output.")
+    busy = out.exists() and any(out.iterdir())
+    if busy and not (overwrite or resume):
+        raise ConfigError(
+            f"output directory '{out}' already holds a run; pass --overwrite to replace it, "
+            "--resume to continue it, or choose another --output."
+        )
+    if busy and overwrite and not resume:
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"output directory '{out}' is not writable ({err.strerror}).") from None
+    return out
+
+
+def build_objective(
+    config: TrainConfig, model: SentenceTransformer, sentences: list[str]
+) -> tuple[ContrastiveLoss, list[TrainerCallback]]:
+    """The recipe's loss (parts composed on the contrastive frame) and its extra callbacks."""
+    parts: list[Part] = []
+    callbacks: list[TrainerCallback] = []
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.recipe == "clusterns":
+        from hardcse.objectives.clusterns import ClusterNSConfig, build_clusterns
+
+        cfg = _method_config(ClusterNSConfig, config.clusterns, "clusterns")
+        dim = model.get_embedding_dimension()
+        parts = build_clusterns(cfg, dim=dim, batch_size=config.batch_size * world)
+    elif config.recipe == "hsimcse":
+        from hardcse.objectives.hsimcse import HSimCSEConfig, build_hsimcse
+
+        cfg = _method_config(HSimCSEConfig, config.hsimcse, "hsimcse")
+        parts, callbacks = build_hsimcse(cfg, model, sentences, batch_size=config.eval_batch_size)
+    loss = ContrastiveLoss(model, parts=parts, temperature=config.temperature)
+    return loss, callbacks
+
+
+def _method_config(cls: type, values: dict[str, Any], name: str) -> Any:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {name} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}.")
+    return cls(**values)
+
+
+def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainingArguments:
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=config.steps if config.steps is not None else -1,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        warmup_steps=config.warmup_steps,
+        max_grad_norm=config.max_grad_norm,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        fp16=config.fp16,
+        bf16=config.bf16,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="steps",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=METRIC,
+        greater_is_better=True,
+        logging_steps=1,
+        logging_nan_inf_filter=False,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_drop_last=False,
+        save_only_model=False,
+    )
+
+
+def train(config: TrainConfig, overwrite: bool = False, resume: bool = False, show_progress: bool = True) -> dict:
+    """Train, select on STS-B dev, export, evaluate and report; returns the ``results.json`` dict."""
+    from hardcse.data.paths import resolve_data_dir
+    from hardcse.evaluation.sts import STSEvaluator, evaluate_model
+
+    config.validate()
+    started = time.perf_counter()
+    data_dir = resolve_data_dir(config.data_dir)
+    out = prepare_output(config, overwrite=overwrite, resume=resume)
+    ckpt_root = out / "checkpoints"
+    last_ckpt = get_last_checkpoint(str(ckpt_root)) if resume and ckpt_root.is_dir() else None
+    if resume and last_ckpt is None:
+        logger.warning("no checkpoint in %s; starting from the beginning", ckpt_root)
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
+
+    sentences = read_corpus(config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences)
+    dataset = corpus_dataset(sentences)
+    evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size)
+
+    torch.manual_seed(config.seed)  # the head's initialisation
+    model = build_training_model(
+        config.model,
+        pooling=config.pooling,
+        max_seq_length=config.max_seq_length,
+        mlp_head=config.mlp_head,
+        dropout=config.dropout,
+        trust_remote_code=config.trust_remote_code,
+    )
+    eval_len = position_limit(model)
+    model_name = display_name(config.model)
+
+    # The untrained encoder's scores (kept across a resume).
+    start_path = out / "start.json"
+    if resume and start_path.is_file():
+        import json
+
+        start = json.loads(start_path.read_text(encoding="utf-8"))
+    else:
+        start = evaluate_model(model, data_dir=data_dir, batch_size=config.eval_batch_size,
+                               show_progress=show_progress, model_name=model_name, pooling=config.pooling)
+        start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
+        atomic_write_json(start_path, start)
+
+    loss, extra_callbacks = build_objective(config, model, sentences)
+    history = HistoryCallback(loss, metric=METRIC)
+    history.record_start(start["stsb_dev"])
+    state_cb = ObjectiveStateCallback(loss)
+    nan_guard = NaNGuardCallback()
+    callbacks: list[TrainerCallback] = [history, state_cb, nan_guard, *extra_callbacks]
+    if config.early_stopping:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+    if last_ckpt is not None:
+        state_cb.restore(Path(last_ckpt))
+        history.restore(Path(last_ckpt))
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=_training_args(config, out),
+        train_dataset=dataset,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(HFProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressCallback(disable=not show_progress, metric=METRIC))
+
+    trainer.train(resume_from_checkpoint=last_ckpt)
+    state = trainer.state
+    if nan_guard.bad_step is not None:
+        kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
+        where = f"; the last good checkpoint is kept in {kept}" if kept else ""
+        raise TrainingError(
+            f"the loss became NaN at step {nan_guard.bad_step} (learning rate {config.lr:g} too high?){where}."
+        )
+    if state.best_model_checkpoint is None:
+        raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
+
+    best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+    atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
+
+    # Score the export as a user would load it: plain SentenceTransformer(path).
+    exported = SentenceTransformer(str(out / "model"), device=str(model.device))
+    test = evaluate_model(exported, data_dir=data_dir, batch_size=config.eval_batch_size,
+                          show_progress=show_progress, model_name=str(out / "model"), pooling=config.pooling)
+
+    results: dict[str, Any] = {
+        "recipe": config.recipe,
+        "model": model_name,
+        "preset": config.preset,
+        "seed": config.seed,
+        "steps": int(state.global_step),
+        "best_step": best_step,
+        "stsb_dev_best": float(state.best_metric),
+        "start": start,
+        "test": test,
+        "history": history.history,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    _check_finite(results)
+    write_report(out, results, config)
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def _check_finite(results: dict) -> None:
+    for entry in results["history"]:
+        for key, value in entry.items():
+            if isinstance(value, float) and math.isnan(value):
+                entry[key] = None

@@ -140,8 +140,17 @@ def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainin
     )
 
 
-def train(config: TrainConfig, overwrite: bool = False, resume: bool = False, show_progress: bool = True) -> dict:
-    """Train, select on STS-B dev, export, evaluate and report; returns the ``results.json`` dict."""
+def train(
+    config: TrainConfig,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict:
+    """Train, select on STS-B dev, export, evaluate and report; returns the ``results.json`` dict.
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (timers, trackers).
+    """
     from hardcse.data.paths import resolve_data_dir
     from hardcse.evaluation.sts import STSEvaluator, evaluate_model
 
@@ -188,9 +197,9 @@ def train(config: TrainConfig, overwrite: bool = False, resume: bool = False, sh
     history.record_start(start["stsb_dev"])
     state_cb = ObjectiveStateCallback(loss)
     nan_guard = NaNGuardCallback()
-    callbacks: list[TrainerCallback] = [history, state_cb, nan_guard, *extra_callbacks]
+    all_callbacks: list[TrainerCallback] = [history, state_cb, nan_guard, *extra_callbacks, *(callbacks or [])]
     if config.early_stopping:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+        all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     if last_ckpt is not None:
         state_cb.restore(Path(last_ckpt))
         history.restore(Path(last_ckpt))
@@ -201,7 +210,7 @@ def train(config: TrainConfig, overwrite: bool = False, resume: bool = False, sh
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=callbacks,
+        callbacks=all_callbacks,
     )
     trainer.remove_callback(HFProgressCallback)
     trainer.remove_callback(PrinterCallback)

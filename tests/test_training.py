@@ -39,7 +39,8 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 def _config(tiny_bert, tiny_corpus, out, data_dir, **kw):
     values = dict(model=str(tiny_bert), corpus=[str(tiny_corpus)], steps=12, eval_steps=4, batch_size=16,
-                  lr=5e-4, output=str(out), data_dir=str(data_dir), eval_batch_size=256)
+                  lr=5e-4, output=str(out), data_dir=str(data_dir), eval_batch_size=256,
+                  test_tasks=["STSBenchmark", "SICKRelatedness"])
     values.update(kw)
     return hardcse.make_config(**values)
 

@@ -26,6 +26,10 @@ class TrainOnlyHead(Dense):
                 if self.linear.bias is not None:
                     nn.init.zeros_(self.linear.bias)
 
+    def get_config_dict(self) -> dict:
+        # Only what __init__ takes; the activation is always tanh.
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         if self.training:
             return super().forward(features)

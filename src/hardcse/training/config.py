@@ -53,6 +53,8 @@ class TrainConfig:
     eval_steps: int = 50
     early_stopping: int | None = None
     eval_batch_size: int = 128
+    # Tasks scored before and after training (default: the seven of the papers).
+    test_tasks: list[str] | None = None
     # Output
     output: str = "runs/simcse-cpu"
     save_total_limit: int = 1

@@ -58,8 +58,8 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
     loss = np.array([e["loss"] for e in history if e.get("loss") is not None], dtype=float)
     ax = flat[0]
     if len(loss):
-        ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
         window = max(1, min(20, len(loss) // 10))
+        ax.plot(steps, loss, color="tab:blue", alpha=0.3 if window > 1 else 1.0, lw=0.8, label="per step")
         if window > 1:
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             ax.plot(steps[window - 1 :], smooth, color="tab:blue", lw=1.8, label=f"mean of {window}")

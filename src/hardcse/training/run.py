@@ -187,7 +187,7 @@ def train(
 
         start = json.loads(start_path.read_text(encoding="utf-8"))
     else:
-        start = evaluate_model(model, data_dir=data_dir, batch_size=config.eval_batch_size,
+        start = evaluate_model(model, tasks=config.test_tasks, data_dir=data_dir, batch_size=config.eval_batch_size,
                                show_progress=show_progress, model_name=model_name, pooling=config.pooling)
         start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
         atomic_write_json(start_path, start)
@@ -232,7 +232,7 @@ def train(
 
     # Score the export as a user would load it: plain SentenceTransformer(path).
     exported = SentenceTransformer(str(out / "model"), device=str(model.device))
-    test = evaluate_model(exported, data_dir=data_dir, batch_size=config.eval_batch_size,
+    test = evaluate_model(exported, tasks=config.test_tasks, data_dir=data_dir, batch_size=config.eval_batch_size,
                           show_progress=show_progress, model_name=str(out / "model"), pooling=config.pooling)
 
     results: dict[str, Any] = {

@@ -1,0 +1,179 @@
+"""Loading any encoder for evaluation as a :class:`~sentence_transformers.SentenceTransformer`.
+
+* A sentence-transformers model (a directory or hub repository with ``modules.json``) keeps its
+  own modules and pooling, unless ``pooling`` is given.
+* A plain Hugging Face model (``config.json`` only, e.g. a converted SimCSE checkpoint) becomes
+  ``Transformer + Pooling``, with ``cls`` pooling by default, which is how SimCSE evaluates
+  unsupervised models (``--pooler cls_before_pooler``).
+* Given ``pooling``, an ST model is rebuilt as its Transformer module plus a new Pooling module;
+  any Dense/Normalize modules after it are dropped (cosine similarity does not depend on the
+  scale, and a Dense head would not fit a different pooling anyway).
+
+Pooling names: ``cls`` and ``cls_before_pooler`` (SimCSE's name) both take the raw last-layer
+hidden state of the first token. Neither applies BERT's trained ``pooler`` (dense + tanh), i.e.
+SimCSE's ``--pooler cls`` for *supervised* checkpoints is not reproduced. ``mean`` (alias
+``avg``) averages the non-padding tokens, ``max`` takes their element-wise maximum,
+``lasttoken`` the last non-padding token and ``weightedmean`` a position-weighted mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from sentence_transformers import SentenceTransformer
+
+from hardcse.errors import ConfigError, DataError
+from hardcse.models.defaults import display_name, resolve_model_name
+
+logger = logging.getLogger(__name__)
+
+#: Accepted ``pooling`` values -> sentence-transformers Pooling mode.
+POOLING_MODES: dict[str, str] = {
+    "cls": "cls",
+    "cls_before_pooler": "cls",
+    "mean": "mean",
+    "avg": "mean",
+    "max": "max",
+    "lasttoken": "lasttoken",
+    "weightedmean": "weightedmean",
+}
+
+#: The ``pooling`` choices, for help texts.
+POOLING_CHOICES: tuple[str, ...] = tuple(POOLING_MODES)
+
+#: Pooling of a plain Hugging Face model when none is given (SimCSE's evaluation of unsupervised models).
+DEFAULT_HF_POOLING = "cls"
+
+
+def _st_classes() -> tuple[type, type]:
+    """The Transformer and Pooling module classes, across sentence-transformers layouts."""
+    try:
+        from sentence_transformers.base.modules import Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:  # sentence-transformers < 5.4
+        from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef]
+    return Transformer, Pooling
+
+
+def check_pooling(pooling: str | None) -> str | None:
+    """Return ``pooling`` lower-cased, or raise :class:`ConfigError` if it is not a known choice."""
+    if pooling is None:
+        return None
+    key = pooling.strip().lower()
+    if key not in POOLING_MODES:
+        raise ConfigError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLING_CHOICES)}.")
+    return key
+
+
+def _hub_resolvable() -> bool:
+    """False when the hub's host name cannot even be resolved (no network): then only the local
+    cache is asked, instead of waiting through the hub client's retries."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
+def _locate(name: str) -> str:
+    """Return ``"st"`` or ``"hf"`` for a loadable model, or raise :class:`DataError`."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "modules.json").is_file():
+            return "st"
+        if (path / "config.json").is_file():
+            return "hf"
+        raise DataError(
+            f"model directory {path} has neither modules.json (sentence-transformers) nor config.json "
+            "(Hugging Face); point to a saved model directory."
+        )
+    if path.exists():
+        raise DataError(f"model path {path} is a file, not a model directory; point to the directory.")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    local_only = not _hub_resolvable()
+    for filename, kind in (("modules.json", "st"), ("config.json", "hf")):
+        try:
+            hf_hub_download(name, filename, local_files_only=local_only)
+            return kind
+        except HFValidationError:
+            raise DataError(
+                f"model '{name}' not found: not a local directory, and not a valid Hugging Face hub name; "
+                "check the path."
+            ) from None
+        except Exception:  # offline, no such repository or file: try the next file, then give up
+            continue
+    raise DataError(
+        f"model '{name}' not found: not a local directory, and the Hugging Face hub could not provide it "
+        "(offline?); check the path or name."
+    )
+
+
+def describe_pooling(model: SentenceTransformer) -> str:
+    """The pooling of ``model`` as a short name (``mean``, ``cls``, ...; ``none`` without Pooling)."""
+    _, pooling_cls = _st_classes()
+    for module in model:
+        if isinstance(module, pooling_cls):
+            mode = getattr(module, "pooling_mode", None)
+            if mode is None:  # older sentence-transformers
+                mode = module.get_pooling_mode_str()
+            return mode if isinstance(mode, str) else "+".join(mode)
+    return "none"
+
+
+def load_sentence_model(
+    name_or_path: str,
+    pooling: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+) -> SentenceTransformer:
+    """Load ``name_or_path`` (``"default"`` = the bundled all-MiniLM-L6-v2) for encoding sentences.
+
+    Args:
+        name_or_path: a local directory, a Hugging Face hub name, or ``"default"``.
+        pooling: one of :data:`POOLING_CHOICES`; ``None`` keeps an ST model's own pooling and
+            gives a plain HF model ``cls`` pooling.
+        trust_remote_code: allow custom model code from the hub.
+        device: ``"cpu"``, ``"cuda"``, ...; ``None`` lets sentence-transformers choose.
+
+    Raises:
+        ConfigError: unknown pooling, or a pooling override on a model without a Transformer module.
+        DataError: the model cannot be found locally or on the hub.
+    """
+    pooling = check_pooling(pooling)
+    name = resolve_model_name(name_or_path)
+    kind = _locate(name)
+    transformer_cls, pooling_cls = _st_classes()
+    remote = {"trust_remote_code": True} if trust_remote_code else {}
+
+    if kind == "st":
+        model = SentenceTransformer(name, device=device, trust_remote_code=trust_remote_code)
+        if pooling is None:
+            return model
+        first = model[0]
+        if not isinstance(first, transformer_cls):
+            raise ConfigError(
+                f"cannot change the pooling of '{display_name(name_or_path)}': its first module is "
+                f"{type(first).__name__}, not a Transformer; evaluate it without --pooling."
+            )
+        dropped = [type(m).__name__ for m in list(model)[1:] if not isinstance(m, pooling_cls)]
+        if dropped:
+            logger.info("pooling override: dropping modules %s", ", ".join(dropped))
+        transformer = first
+    else:
+        transformer = transformer_cls(
+            name, model_kwargs=dict(remote), processor_kwargs=dict(remote), config_kwargs=dict(remote)
+        )
+    mode = POOLING_MODES[pooling or DEFAULT_HF_POOLING]
+    pool = pooling_cls(transformer.get_embedding_dimension(), pooling_mode=mode)
+    return SentenceTransformer(modules=[transformer, pool], device=device)

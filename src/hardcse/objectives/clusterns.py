@@ -1,0 +1,314 @@
+"""ClusterNS: clustering-aware negative sampling (Deng et al., Findings of ACL 2023).
+
+A modified K-means (:class:`hardcse.cluster.ClusterState`) runs over the view-1 vectors during
+training. Once it has started (batch-mean cosine ``<= theta``), the loss is (METHODS.md §3.1)
+
+.. math::
+
+    \\mathcal L = \\frac1N \\sum_i -\\log \\frac{e^{S_{ii}/\\tau}}
+        {\\sum_j e^{S_{ij}/\\tau} + \\sum_k e^{w 1[k=i]} e^{s(z_i, \\tilde c_k)/\\tau}}
+        + \\lambda \\mathcal L_{BML},
+
+    \\mathcal L_{BML} = \\frac1{N^2} \\sum_{i,j} \\max(0, \\Delta_{ij} + \\alpha)
+        + \\max(0, -\\Delta_{ij} - \\beta), \\qquad \\Delta_{ij} = M_{ij} (S_{ij} - S_{ii}),
+
+with ``S = cos(z, z')`` unscaled, ``c~_k`` the (detached) second-nearest centroid of sample k
+(every row sees all N of them, as the official code), ``M`` the same-cluster mask of the
+view-1 vectors (zero diagonal) and BML the bidirectional margin loss of SNCSE. Unmasked entries
+contribute the constant ``max(0, alpha)`` and no gradient, as in the code. Before the start
+(and on the start step) the loss is plain SimCSE.
+
+Defaults are the official code's (``train.py``: K=128, theta=0.4, eta=1e-3, momentum update,
+lambda=1e-4, alpha=0.2, beta=0.5, w=0); :data:`CLUSTERNS_PRESETS` holds the README table per
+backbone. Options beyond the official code (defaults reproduce it): ``false_negatives`` ("mask"
+removes same-cluster in-batch columns from the InfoNCE denominator instead of BML, "both" does
+both), ``bml_normalize="masked"`` (mean over the masked pairs only), ``centroid_update="mean"``,
+``reinit_empty``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hardcse.cluster.kmeans import CENTROID_UPDATES, UPDATE_RULES, ClusterState, too_few_sentences_message
+from hardcse.errors import ConfigError
+from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
+
+FALSE_NEGATIVE_MODES = ("bml", "mask", "both")
+BML_NORMALIZATIONS = ("all", "masked")
+
+
+@dataclass
+class ClusterNSConfig:
+    """Every ClusterNS hyperparameter; defaults are the official code's (``train.py``).
+
+    Attributes:
+        k: number of clusters K (``--kmeans``), at most the global batch size.
+        theta: start clustering at the first step whose batch-mean cosine is ``<= theta``
+            (``--kmean_cosine``).
+        eta: centroid momentum (``--kmeans_lr``).
+        update_rule: ``"momentum"`` (official) or ``"kmeans"`` (``--kmeans_optim``).
+        hard_negatives: append the N centroid hard-negative columns once clustering runs
+            (always on in the non-prompt code; ``--enable_hardneg`` in the prompt code).
+        hard_negative_weight: log-weight w on each row's own hard negative (official 0).
+        bml_weight: lambda, the weight of the BML term (0 disables it).
+        bml_alpha: alpha, lower margin of BML.
+        bml_beta: beta, upper margin of BML.
+        false_negatives: ``"bml"`` (official), ``"mask"`` (drop same-cluster columns from the
+            InfoNCE denominator, no BML) or ``"both"``.
+        bml_normalize: ``"all"`` (official: mean over all N^2 entries) or ``"masked"`` (mean
+            over the masked pairs only, 0 when there are none).
+        centroid_update: ``"sum"`` (official) or ``"mean"`` of the assigned points.
+        reinit_empty: re-initialise clusters that received no point for ``reinit_patience``
+            consecutive steps from the batch points farthest from their centroid.
+        reinit_patience: see ``reinit_empty``.
+        seed: seed of the random first centroid (mixed with the step, identical on all ranks).
+    """
+
+    k: int = 128
+    theta: float = 0.4
+    eta: float = 1e-3
+    update_rule: str = "momentum"
+    hard_negatives: bool = True
+    hard_negative_weight: float = 0.0
+    bml_weight: float = 1e-4
+    bml_alpha: float = 0.2
+    bml_beta: float = 0.5
+    false_negatives: str = "bml"
+    bml_normalize: str = "all"
+    centroid_update: str = "sum"
+    reinit_empty: bool = False
+    reinit_patience: int = 100
+    seed: int = 42
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` (one sentence) for an invalid value."""
+        choices = {
+            "update_rule": (self.update_rule, UPDATE_RULES),
+            "false_negatives": (self.false_negatives, FALSE_NEGATIVE_MODES),
+            "bml_normalize": (self.bml_normalize, BML_NORMALIZATIONS),
+            "centroid_update": (self.centroid_update, CENTROID_UPDATES),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"unknown ClusterNS {name} '{value}'; choose one of {', '.join(allowed)}.")
+        minimum = 2 if self.hard_negatives else 1
+        if self.k < minimum:
+            why = " (the hard negative is the second-nearest centroid)" if self.hard_negatives else ""
+            raise ConfigError(f"ClusterNS needs K >= {minimum}{why}, got K={self.k}; raise --kmeans-k.")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"the ClusterNS momentum eta must be in [0, 1], got {self.eta}.")
+        if self.bml_weight < 0:
+            raise ConfigError(f"the ClusterNS BML weight must be >= 0, got {self.bml_weight}.")
+        if self.reinit_patience < 1:
+            raise ConfigError(
+                f"ClusterNS reinit_patience must be at least 1 step, got {self.reinit_patience}."
+            )
+
+    @property
+    def uses_bml(self) -> bool:
+        return self.bml_weight > 0 and self.false_negatives in ("bml", "both")
+
+    @property
+    def uses_mask(self) -> bool:
+        return self.false_negatives in ("mask", "both")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bml_loss(sim: Tensor, mask: Tensor, alpha: float, beta: float, normalize: str = "all") -> Tensor:
+    """Bidirectional margin loss over the false-negative pairs ``mask`` (METHODS.md §3.1).
+
+    ``Delta_ij = M_ij (S_ij - S_ii)``; each entry gives ``max(0, Delta + alpha) +
+    max(0, -Delta - beta)``. ``normalize="all"`` averages over all N^2 entries (unmasked ones
+    contribute the constant ``max(0, alpha)``); ``"masked"`` sums the masked entries only and
+    divides by their number (0 if none).
+    """
+    s = sim.float()
+    m = mask.to(s.dtype)
+    delta = m * (s - s.diagonal().unsqueeze(1))
+    terms = F.relu(delta + alpha) + F.relu(-delta - beta)
+    if normalize == "all":
+        return terms.mean()
+    return (terms * m).sum() / m.sum().clamp_min(1.0)
+
+
+DIAGNOSTIC_KEYS = (
+    "cluster_started",
+    "cluster_start_step",
+    "batch_mean_cos",
+    "cluster_size_min",
+    "cluster_size_median",
+    "cluster_size_max",
+    "cluster_empty",
+    "false_negative_pairs",
+    "hard_negative_cos",
+    "bml",
+    "cluster_reinitialized",
+)
+
+
+class ClusterNSPart(Part):
+    """ClusterNS negatives and false-negative handling as one :class:`Part` (module doc).
+
+    Per training step: run the cluster state machine; once started, append the N hard-negative
+    centroid columns ``s(z_i, c~_k)`` (shared by all rows; log-weight ``w`` on ``k = i``), and
+    handle the same-cluster pairs by BML (loss ``bml`` = lambda * L_BML) and/or by removing them
+    from the denominator. When BML is configured, ``bml`` is logged every step (0 before the
+    start). Diagnostics (floats, every step; cluster statistics are 0 while no centroids are
+    used): ``cluster_started``, ``cluster_start_step`` (-1 before), ``batch_mean_cos``,
+    ``cluster_size_min/median/max`` and ``cluster_empty`` over the K clusters for this batch's
+    assignment, ``false_negative_pairs`` (ordered pairs i != j in the mask),
+    ``hard_negative_cos`` (mean cosine of a row to its own hard-negative centroid), ``bml``
+    (unweighted) and ``cluster_reinitialized`` (clusters moved at this step).
+    In evaluation mode the state is not changed; after the start the current centroids are used.
+    """
+
+    name = "clusterns"
+
+    def __init__(self, config: ClusterNSConfig, dim: int, batch_size: int | None = None) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.cluster = ClusterState(
+            k=config.k,
+            dim=dim,
+            theta=config.theta,
+            eta=config.eta,
+            update_rule=config.update_rule,
+            centroid_update=config.centroid_update,
+            reinit_empty=config.reinit_empty,
+            reinit_patience=config.reinit_patience,
+            seed=config.seed,
+            batch_size=batch_size,
+        )
+
+    def contribute(self, batch: ContrastiveBatch) -> None:
+        cfg = self.config
+        out = self.cluster(
+            batch.z1, batch.sim, step=batch.step, update=batch.training, hard_negatives=cfg.hard_negatives
+        )
+        device = batch.sim.device
+        zero = torch.zeros((), device=device)
+        bml_value = zero
+        stats = [zero] * 6  # size min/median/max, empty, pairs, hard-negative cos
+        if out.active:
+            mask = out.mask
+            if out.hard_negative is not None:
+                hn = self.cluster.centroids[out.hard_negative]  # N x d, fp32, no gradient
+                cols = pairwise_cosine(batch.z1.float(), hn)
+                log_w = None
+                if cfg.hard_negative_weight != 0.0:
+                    eye = torch.eye(batch.size, device=cols.device, dtype=cols.dtype)
+                    log_w = cfg.hard_negative_weight * eye
+                batch.add_columns(cols, log_w)
+                hn_cos = cols.detach().diagonal().float().mean()
+            else:
+                hn_cos = zero
+            if cfg.uses_mask:
+                batch.remove_in_batch(mask)
+            bml_value = bml_loss(batch.sim, mask, cfg.bml_alpha, cfg.bml_beta, cfg.bml_normalize)
+            if cfg.uses_bml:
+                batch.add_loss("bml", cfg.bml_weight * bml_value)
+            sizes = out.sizes.float()
+            stats = [
+                sizes.min(),
+                sizes.quantile(0.5),
+                sizes.max(),
+                (sizes == 0).sum().float(),
+                mask.sum().float(),
+                hn_cos,
+            ]
+        elif cfg.uses_bml:
+            batch.add_loss("bml", batch.sim.new_zeros(()))
+        reinit = out.reinitialized if out.reinitialized is not None else zero
+        values = torch.stack(
+            [
+                self.cluster.started.float(),
+                self.cluster.start_step.float(),
+                out.mean_cos.float(),
+                *[v.detach().float().to(device) for v in stats],
+                bml_value.detach().float(),
+                reinit.float().to(device),
+            ]
+        ).tolist()  # one device sync for all diagnostics
+        batch.diagnostics.update(dict(zip(DIAGNOSTIC_KEYS, values, strict=True)))
+
+
+def validate_batch_size(config: ClusterNSConfig, batch_size: int) -> None:
+    """Raise :class:`ConfigError` if the global batch cannot hold K sentences."""
+    if batch_size < config.k:
+        raise ConfigError(too_few_sentences_message(config.k, batch_size))
+
+
+def build_clusterns(config: ClusterNSConfig, dim: int, batch_size: int) -> list[Part]:
+    """The ClusterNS parts for vectors of dimension ``dim`` and a *global* batch of
+    ``batch_size`` sentences (per-device batch x processes); checks K <= batch size."""
+    config.validate()
+    validate_batch_size(config, batch_size)
+    return [ClusterNSPart(config, dim=dim, batch_size=batch_size)]
+
+
+def _preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
+    return {
+        "model": model,
+        "batch_size": batch_size,
+        "lr": lr,
+        "epochs": 1,
+        "max_seq_length": 32,
+        "eval_steps": 125,
+        "early_stopping": 3,
+        "fp16": True,
+        "clusterns": {"hard_negatives": True, **clusterns},
+    }
+
+
+#: The README hyperparameter table of djz233/ClusterNS (non-prompt; METHODS.md §3.4). Batch
+#: sizes are global ("128*4" = 512). RoBERTa-large leaves alpha/beta blank with lambda = 0
+#: (BML off, centroid hard negatives only): the code defaults are kept for them.
+CLUSTERNS_PRESETS: dict[str, dict] = {
+    "clusterns-bert-base": _preset(
+        "bert-base-uncased", 256, 5e-5,
+        k=128, eta=1e-3, theta=0.4, bml_weight=1e-3, bml_alpha=0.0, bml_beta=0.3,
+    ),
+    "clusterns-bert-large": _preset(
+        "bert-large-uncased", 512, 5e-5,
+        k=128, eta=1e-3, theta=0.5, bml_weight=5e-5, bml_alpha=0.25, bml_beta=0.3,
+    ),
+    "clusterns-roberta-base": _preset(
+        "roberta-base", 512, 5e-5,
+        k=128, eta=1e-3, theta=0.4, bml_weight=1e-4, bml_alpha=0.2, bml_beta=0.5,
+    ),
+    "clusterns-roberta-large": _preset(
+        "roberta-large", 512, 5e-5,
+        k=128, eta=5e-4, theta=0.4, bml_weight=0.0, bml_alpha=0.2, bml_beta=0.5,
+    ),
+}  # fmt: skip
+
+#: ClusterNS settings of the ``cpu`` variant (global batch 64, default model all-MiniLM-L6-v2).
+#:
+#: * K = 32 keeps the official BERT-base ratio of N/K = 2 sentences per cluster per batch
+#:   (256/128), so the share of same-cluster pairs and hence the N^2-diluted BML strength that
+#:   lambda/alpha/beta were tuned for stay comparable, while leaving most clusters non-empty
+#:   in a batch and giving same-cluster pairs in every batch; K must not exceed the batch (64).
+#: * theta = 0.4 (official). The batch-mean cosine of the CLS + fresh-MLP views of
+#:   all-MiniLM-L6-v2 on the Wikipedia vital-articles corpus is about 0.57 at step 0 (8 batches
+#:   of 64: 0.555-0.576), above 0.4, so clustering does not start at step 0; SimCSE training at
+#:   lr 5e-5 brings it under 0.4 within a few steps (0.58, 0.53, 0.46, 0.37 in steps 0-3 of a
+#:   measured run), so clustering still starts early, after the space has begun to spread out,
+#:   which is the official trigger's intent.
+#: * eta, lambda, alpha, beta from the BERT-base column of the README table.
+CPU_CLUSTERNS: dict = {
+    "k": 32,
+    "theta": 0.4,
+    "eta": 1e-3,
+    "hard_negatives": True,
+    "bml_weight": 1e-3,
+    "bml_alpha": 0.0,
+    "bml_beta": 0.3,
+}

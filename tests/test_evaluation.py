@@ -245,3 +245,54 @@ def test_sts_evaluator_several_tasks(model, fake_dir):
     assert metrics["dev_spearman"] == pytest.approx(
         (metrics["dev_stsb_spearman"] + metrics["dev_sickr_spearman"]) / 2
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading models for evaluation
+
+
+def test_st_model_keeps_its_pooling_unless_overridden(model):
+    from hardcse.models.loading import describe_pooling, load_sentence_model
+
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
+    assert describe_pooling(model) == "mean"
+    cls = load_sentence_model("default", pooling="cls_before_pooler", device="cpu")
+    assert [type(m).__name__ for m in cls] == ["Transformer", "Pooling"]
+    assert describe_pooling(cls) == "cls"
+    tokens = cls.encode(["a man plays a guitar"], output_value="token_embeddings")[0]
+    assert np.allclose(cls.encode(["a man plays a guitar"])[0], tokens[0].numpy(), atol=1e-5)  # raw [CLS]
+
+
+def test_plain_hf_model_gets_cls_pooling(model, tmp_path):
+    from hardcse.models.loading import describe_pooling, load_sentence_model
+
+    model[0].auto_model.save_pretrained(tmp_path)
+    model[0].tokenizer.save_pretrained(tmp_path)
+    plain = load_sentence_model(str(tmp_path), device="cpu")
+    assert describe_pooling(plain) == "cls"
+    assert describe_pooling(load_sentence_model(str(tmp_path), pooling="max", device="cpu")) == "max"
+
+
+@pytest.mark.parametrize(
+    "name, pooling, error, message",
+    [
+        ("./no/such/model", None, "DataError", "model './no/such/model' not found: not a local directory"),
+        ("no-such-org/no-such-model", None, "DataError", "the Hugging Face hub could not provide it"),
+        ("default", "median", "ConfigError", "unknown pooling 'median'; choose one of cls, cls_before"),
+    ],
+)
+def test_model_loading_errors(name, pooling, error, message):
+    from hardcse.errors import HardcseError
+    from hardcse.models.loading import load_sentence_model
+
+    with pytest.raises(HardcseError) as err:
+        load_sentence_model(name, pooling=pooling)
+    assert type(err.value).__name__ == error and message in str(err.value)
+
+
+def test_model_directory_without_model_files(tmp_path):
+    from hardcse.errors import DataError
+    from hardcse.models.loading import load_sentence_model
+
+    with pytest.raises(DataError, match="has neither modules.json .* nor config.json"):
+        load_sentence_model(str(tmp_path))

@@ -1,0 +1,409 @@
+"""The corpus embedding bank and its faiss index (build, refresh, search with self-exclusion).
+
+HSimCSE (METHODS.md §4.1-§4.2) looks up, for every anchor of a training batch, its nearest
+sentences in the whole training corpus. This module holds that corpus "memory bank":
+
+* :func:`encode_corpus` encodes the corpus in batches (length-sorted, tqdm progress bar) and
+  returns L2-normalised float32 vectors, in one of two spaces:
+
+  - ``official``: the model in eval mode (no dropout) **without** the train-only MLP head,
+    i.e. the raw pooled ``[CLS]`` of the backbone, L2-normalised. Called on the untrained
+    model before training this is exactly the official bank (METHODS.md §4.1).
+  - ``refresh``: the model in eval mode (no dropout) **with** the train-only head applied, i.e.
+    the space the training queries live in. :func:`head_applied` is the small helper that
+    runs :class:`~hardcse.models.head.TrainOnlyHead` although the model is in eval mode.
+
+  Under ``torch.distributed`` each process encodes a contiguous shard of the corpus and the
+  shards are all-gathered, so every process holds the same full bank; single process = the
+  whole corpus.
+* :class:`CorpusIndex` wraps a faiss inner-product index over the bank: exact ``IndexFlatIP``
+  (default; exact MIPS = cosine ranking on unit vectors), ``IndexIVFFlat`` (nlist ~ 4 sqrt(n),
+  ``nprobe``) or ``IndexHNSWFlat`` (``M``, ``efSearch``) for large corpora.
+  :meth:`CorpusIndex.search` excludes, for each query, the query's own corpus row **and every
+  exact duplicate of its text** (rows sharing a :func:`duplicate_groups` id), which the official
+  code tried to do by comparing token ids and got wrong (METHODS.md §4.2, §4.7-3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hardcse.errors import ConfigError
+
+INDEX_KINDS = ("flat", "ivf", "hnsw")
+ENCODE_MODES = ("official", "refresh")
+
+
+# -- duplicates ------------------------------------------------------------------------------
+def duplicate_groups(texts: Sequence[str]) -> np.ndarray:
+    """Group id per corpus row: rows with identical text share a group (int64, n).
+
+    Groups are numbered in order of first appearance, so the result is deterministic.
+    """
+    first: dict[str, int] = {}
+    groups = np.empty(len(texts), dtype=np.int64)
+    for row, text in enumerate(texts):
+        groups[row] = first.setdefault(text, len(first))
+    return groups
+
+
+# -- encoding --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def head_applied(model: torch.nn.Module, apply_head: bool) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode (no dropout) with the train-only head on or off; restore after.
+
+    :class:`~hardcse.models.head.TrainOnlyHead` is the identity in eval mode (so evaluation sees
+    the raw ``[CLS]``). To encode in the training space without dropout, the head module alone
+    is switched to train mode: it is Linear + tanh with no dropout, so that only turns it on.
+    Every module's previous ``training`` flag is restored on exit.
+    """
+    # A model can only hold TrainOnlyHead instances if their module was imported; looking it up
+    # keeps this layer from importing sentence-transformers for plain torch modules.
+    head_cls = getattr(sys.modules.get("hardcse.models.head"), "TrainOnlyHead", None)
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        for module in model.modules():
+            if head_cls is not None and isinstance(module, head_cls):
+                module.train(apply_head)
+        yield model
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _shard(n: int, rank: int, world: int) -> tuple[int, int, int]:
+    """Contiguous shard ``[start, stop)`` of ``n`` rows for ``rank`` and the padded shard size."""
+    per = math.ceil(n / world) if n else 0
+    start = min(rank * per, n)
+    return start, min(start + per, n), per
+
+
+def _encode_local(
+    model: Any, sentences: Sequence[str], batch_size: int, apply_head: bool, show_progress: bool
+) -> Tensor:
+    """Encode ``sentences`` (no gradient, eval mode) -> float32 L2-normalised tensor on CPU."""
+    from tqdm.auto import tqdm
+
+    if not sentences:
+        dim = model.get_embedding_dimension()
+        return torch.zeros(0, dim, dtype=torch.float32)
+    device = next(model.parameters()).device
+    # Length-sorted batches (as SentenceTransformer.encode) pad less; deterministic order.
+    order = np.argsort([-len(s) for s in sentences], kind="stable")
+    out: Tensor | None = None
+    n_batches = math.ceil(len(sentences) / batch_size)
+    with head_applied(model, apply_head), torch.no_grad():
+        for b in tqdm(range(n_batches), desc="Encoding corpus", disable=not show_progress, leave=False):
+            rows = order[b * batch_size : (b + 1) * batch_size]
+            features = model.preprocess([sentences[i] for i in rows])
+            features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
+            emb = model(features)["sentence_embedding"].float()
+            emb = F.normalize(emb, p=2, dim=1)
+            if out is None:
+                out = torch.empty(len(sentences), emb.shape[1], dtype=torch.float32)
+            out[torch.from_numpy(rows)] = emb.cpu()
+    assert out is not None
+    return out
+
+
+def encode_corpus(
+    model: Any,
+    sentences: Sequence[str],
+    batch_size: int = 128,
+    mode: str = "official",
+    show_progress: bool = True,
+) -> np.ndarray:
+    """The corpus bank: ``sentences`` encoded in ``mode`` space, L2-normalised float32 (n x d).
+
+    ``mode="official"``: eval mode, no MLP head (raw pooled ``[CLS]``), as the official bank
+    when called on the untrained model (METHODS.md §4.1). ``mode="refresh"``: eval mode with the
+    train-only head applied (the queries' space, without dropout). Every module's train/eval
+    flag is restored afterwards.
+
+    If ``torch.distributed`` is initialised with several processes, process ``r`` encodes rows
+    ``[r*ceil(n/W), (r+1)*ceil(n/W))`` and the shards are all-gathered (every process calls this
+    and every process returns the same full bank); otherwise the whole corpus is encoded here.
+    """
+    if mode not in ENCODE_MODES:
+        raise ConfigError(f"unknown index encoding mode '{mode}'; choose one of {', '.join(ENCODE_MODES)}.")
+    if batch_size < 1:
+        raise ConfigError(f"the corpus encoding batch size must be at least 1, got {batch_size}.")
+    apply_head = mode == "refresh"
+    rank, world = _dist_info()
+    n = len(sentences)
+    if world == 1:
+        return _encode_local(model, sentences, batch_size, apply_head, show_progress).numpy()
+    start, stop, per = _shard(n, rank, world)
+    local = _encode_local(model, sentences[start:stop], batch_size, apply_head, show_progress and rank == 0)
+    dim = model.get_embedding_dimension()
+    # NCCL gathers CUDA tensors only; gloo (CPU) gathers CPU tensors.
+    backend = torch.distributed.get_backend()
+    device = next(model.parameters()).device if backend == "nccl" else torch.device("cpu")
+    padded = torch.zeros(per, dim, dtype=torch.float32, device=device)
+    padded[: stop - start] = local.to(device)
+    shards = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(shards, padded)
+    parts = []
+    for r, shard in enumerate(shards):
+        s0, s1, _ = _shard(n, r, world)
+        parts.append(shard[: s1 - s0].cpu())
+    return torch.cat(parts, dim=0).numpy()
+
+
+# -- the index -------------------------------------------------------------------------------
+class _OwnedArray(np.ndarray):
+    """A numpy view of faiss-owned memory that keeps the owning faiss index alive."""
+
+    _owner: Any = None
+
+
+def _storage_view(index: Any, n: int, d: int) -> np.ndarray:
+    """Zero-copy (n x d) view of the float vectors held by a flat (or HNSW-flat) faiss index."""
+    flat = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    view = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d).view(_OwnedArray)
+    view._owner = index
+    view.flags.writeable = False
+    return np.asarray(view)
+
+
+def bank_fingerprint(vectors: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Cheap float64 summary of a bank: ``[n, d, sum(v), sum(v * w)]`` with a fixed ``w``.
+
+    Used to check, on resume, that a rebuilt bank is the one the run started with.
+    """
+    n, d = vectors.shape
+    w = np.cos(np.arange(d, dtype=np.float64) * 0.7 + 0.3)
+    total = 0.0
+    weighted = 0.0
+    for s in range(0, n, chunk):
+        block = vectors[s : s + chunk].astype(np.float64)
+        total += float(block.sum())
+        weighted += float((block @ w).sum())
+    return np.array([n, d, total, weighted], dtype=np.float64)
+
+
+class CorpusIndex:
+    """A faiss inner-product index over an L2-normalised corpus bank, with self-exclusion.
+
+    Args:
+        kind: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (``IndexIVFFlat``, inner product) or
+            ``hnsw`` (``IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``).
+        duplicate_group: group id per corpus row (see :func:`duplicate_groups`); rows in the
+            query row's group are excluded from its results. ``None``: each row its own group.
+        nlist: IVF lists; ``None`` -> ``round(4 * sqrt(n))`` (at least 1, at most n).
+        nprobe: IVF lists visited per query.
+        ivf_train_size: IVF k-means training sample (``None`` -> ``min(n, 64 * nlist)``).
+        hnsw_m: HNSW graph degree M.
+        ef_construction / ef_search: HNSW build / search beam widths (``ef_search`` is raised
+            to the number of requested hits when smaller).
+        seed: seed of the IVF training sample and k-means.
+
+    Attributes ``build_seconds`` (last build), ``refresh_count`` (builds after the first) and
+    ``built_at_step`` (training step of the last build) describe the bank's freshness.
+    """
+
+    def __init__(
+        self,
+        kind: str = "flat",
+        duplicate_group: np.ndarray | None = None,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        ivf_train_size: int | None = None,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        seed: int = 0,
+    ) -> None:
+        if kind not in INDEX_KINDS:
+            raise ConfigError(f"unknown index kind '{kind}'; choose one of {', '.join(INDEX_KINDS)}.")
+        self.kind = kind
+        self.duplicate_group = (
+            None if duplicate_group is None else np.asarray(duplicate_group, dtype=np.int64)
+        )
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.ivf_train_size = ivf_train_size
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self.seed = seed
+        self.index: Any = None
+        self._vectors: np.ndarray | None = None
+        self._group_size: np.ndarray | None = None
+        self.fingerprint: np.ndarray | None = None
+        self.build_seconds = 0.0
+        self.build_count = 0
+        self.built_at_step = -1
+        self.last_search_seconds = 0.0
+        if self.duplicate_group is not None:
+            self._group_size = np.bincount(self.duplicate_group)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return 0 if self._vectors is None else int(self._vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return 0 if self._vectors is None else int(self._vectors.shape[1])
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The bank (n x d float32, read-only; for flat/HNSW a view of faiss' own storage)."""
+        if self._vectors is None:
+            raise RuntimeError("the corpus index has not been built yet; call build() first.")
+        return self._vectors
+
+    @property
+    def refresh_count(self) -> int:
+        return max(self.build_count - 1, 0)
+
+    # -- build -------------------------------------------------------------------------------
+    def build(self, vectors: np.ndarray, kind: str | None = None, step: int = 0) -> CorpusIndex:
+        """(Re)build the index over ``vectors`` (n x d float32, L2-normalised rows).
+
+        Flat and HNSW keep a single copy of the bank (faiss' storage, exposed read-only through
+        :attr:`vectors`); IVF keeps ``vectors`` as given (converted to contiguous float32).
+        """
+        if kind is not None:
+            if kind not in INDEX_KINDS:
+                raise ConfigError(f"unknown index kind '{kind}'; choose one of {', '.join(INDEX_KINDS)}.")
+            self.kind = kind
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] == 0:
+            raise ConfigError(f"the corpus bank must be a non-empty n x d matrix, got shape {vectors.shape}.")
+        n, d = vectors.shape
+        if self.duplicate_group is not None and len(self.duplicate_group) != n:
+            raise ConfigError(
+                f"the corpus bank has {n} rows but the duplicate groups cover {len(self.duplicate_group)}; "
+                "encode the same corpus the groups were built from."
+            )
+        started = time.perf_counter()
+        if self.kind == "flat":
+            index = faiss.IndexFlatIP(d)
+            index.add(vectors)
+            stored = _storage_view(index, n, d)
+        elif self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.ef_construction
+            index.add(vectors)
+            stored = _storage_view(index, n, d)
+        else:
+            nlist = self.nlist or max(1, round(4 * math.sqrt(n)))
+            nlist = min(nlist, n)
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(
+                quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT
+            )  # faiss references the quantizer
+            index.cp.seed = self.seed
+            train_size = min(n, self.ivf_train_size or 64 * nlist)
+            if train_size < n:
+                rows = np.sort(np.random.default_rng(self.seed).choice(n, size=train_size, replace=False))
+                sample = vectors[rows]
+            else:
+                sample = vectors
+            index.train(sample)
+            index.add(vectors)
+            stored = vectors
+        self.build_seconds = time.perf_counter() - started
+        self.index = index
+        self._vectors = stored
+        self.fingerprint = bank_fingerprint(stored)
+        self.build_count += 1
+        self.built_at_step = int(step)
+        return self
+
+    # -- search ------------------------------------------------------------------------------
+    def _set_search_params(self, kk: int) -> None:
+        if self.kind == "ivf":
+            self.index.nprobe = min(self.nprobe, self.index.nlist)
+        elif self.kind == "hnsw":
+            self.index.hnsw.efSearch = max(self.ef_search, kk)
+
+    def search(
+        self, queries: np.ndarray | Tensor, k: int, exclude_ids: np.ndarray | Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``k`` best corpus rows by inner product for each query, best first.
+
+        ``exclude_ids[b]`` is the corpus row of query ``b`` (or ``None``: no exclusion); that row
+        and every row with the same text (same duplicate group) never appear in query ``b``'s
+        results. faiss is asked for ``k + g`` hits, ``g`` = the largest duplicate group among the
+        batch's rows, then excluded hits are dropped and the first ``k`` survivors kept
+        (vectorised, no per-row loop). A row with fewer than ``k`` admissible hits is padded
+        with id ``-1``, score ``-inf`` and a zero vector.
+
+        Returns ``(scores B x k float32, ids B x k int64, vectors B x k x d float32)``.
+        """
+        if self.index is None or self._vectors is None:
+            raise RuntimeError("the corpus index has not been built yet; call build() first.")
+        if isinstance(queries, Tensor):
+            queries = queries.detach().float().cpu().numpy()
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must be B x {self.dim}, got shape {queries.shape}.")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        b = queries.shape[0]
+        n = self.size
+        own: np.ndarray | None = None
+        extra = 0
+        if exclude_ids is not None:
+            if isinstance(exclude_ids, Tensor):
+                exclude_ids = exclude_ids.detach().cpu().numpy()
+            rows = np.asarray(exclude_ids, dtype=np.int64).reshape(-1)
+            if rows.shape[0] != b:
+                raise ValueError(f"exclude_ids must hold one row id per query ({b}), got {rows.shape[0]}.")
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise ValueError(
+                    f"exclude_ids must be corpus rows in [0, {n}), got {rows.min()}..{rows.max()}."
+                )
+            if self.duplicate_group is not None:
+                own = self.duplicate_group[rows]
+                extra = int(self._group_size[own].max()) if b else 0
+            else:
+                own = rows
+                extra = 1
+        kk = min(k + extra, n)
+        self._set_search_params(kk)
+        started = time.perf_counter()
+        scores, ids = self.index.search(queries, kk)
+        valid = ids >= 0
+        if own is not None:
+            hit_group = (
+                self.duplicate_group[np.where(valid, ids, 0)] if self.duplicate_group is not None else ids
+            )
+            valid &= hit_group != own[:, None]
+        # Stable sort puts admissible hits first, keeping faiss' score order among them.
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :k]
+        ids = np.take_along_axis(ids, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        keep = np.take_along_axis(valid, order, axis=1)
+        if kk < k:  # fewer corpus rows than k: pad
+            pad = k - kk
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, pad)))
+            keep = np.pad(keep, ((0, 0), (0, pad)), constant_values=False)
+        ids = np.where(keep, ids, -1).astype(np.int64)
+        scores = np.where(keep, scores, -np.inf).astype(np.float32)
+        vectors = self._vectors[np.where(keep, ids, 0)]
+        vectors[~keep] = 0.0
+        self.last_search_seconds = time.perf_counter() - started
+        return scores, ids, vectors

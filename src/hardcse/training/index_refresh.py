@@ -82,7 +82,12 @@ class IndexRefreshCallback(TrainerCallback):
         logger.info("HSimCSE corpus index rebuilt at step %d in %.1f s", step, seconds)
 
     def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs,
     ) -> None:
         index = self.part.index
         step = int(state.global_step)
@@ -90,7 +95,12 @@ class IndexRefreshCallback(TrainerCallback):
             self._rebuild(model, step, refresh=step > 0, main=state.is_world_process_zero)
 
     def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        model: Any = None,
+        **kwargs,
     ) -> None:
         step = int(state.global_step)
         last = state.max_steps if state.max_steps and state.max_steps > 0 else None

@@ -1,0 +1,462 @@
+"""HSimCSE: an adversarial hard positive and dual (in-batch + corpus) hard negatives.
+
+HSimCSE (IJCNN 2023, official code ``xubodhu/HSimCSE``; METHODS.md §4) adds one auxiliary term
+to the SimCSE InfoNCE of :mod:`hardcse.objectives.base`:
+
+.. math::
+
+    \\mathcal L = \\mathcal L_{\\text{SimCSE}} + \\lambda\\,\\frac1N\\sum_i
+        \\max\\big(0,\\; w_b\\, m_i + w_c\\, q_i - p_i + \\mu\\big)
+
+with, for anchor ``i`` (view 1 ``z_i``, view 2 ``z'_i``, unscaled cosines ``s``):
+
+* ``m_i = max_{j != i} s(z_i, z'_j)``: the in-batch hardest negative
+  (:class:`InBatchHardestNegative`, with gradient);
+* ``p_i = s(z_i, \\hat z_i)``: the adversarial positive (:class:`AdversarialPositive`),
+  ``\\hat z = sg(a + \\epsilon \\nabla_a \\mathcal L_{adv}(a))``, ``a = z' + u``, ``u`` a random
+  unit vector per row, ``\\mathcal L_{adv}(a) = \\frac1N\\sum_i -\\log \\operatorname{softmax}_j
+  (s(a_i, z_j)/\\tau)_i`` (raw gradient, one ascent step, detached);
+* ``q_i = s(z_i, \\bar n_i)``: the corpus hard negative (:class:`CorpusNegative`), ``\\bar n_i``
+  the mean of the stored vectors of the top-3 of the 7 corpus neighbours of the detached fp32
+  query ``z_i`` (inner-product search in a :class:`~hardcse.index.CorpusIndex`), the sentence
+  itself and its exact duplicates excluded.
+
+Official constants (METHODS.md §4.6, all hard-coded there, fields of :class:`HSimCSEConfig`
+here): ``epsilon = 3.0``, 1 ascent step, ``k = 7``, top-3 mean, ``w_b = 0.9``, ``w_c = 0.11``,
+``lambda = 0.22``, ``mu = 0``, ``tau = 0.05``; the bank is the *untrained* backbone's
+L2-normalised raw ``[CLS]`` (no MLP head, no dropout), exact inner-product FAISS, built once.
+
+Differences from the official code, on purpose (METHODS.md §4.7):
+
+* self-exclusion works: by corpus row id and exact-duplicate text (the official token-id
+  comparison is misaligned and never fires for RoBERTa);
+* ``index_mode="refresh"`` re-encodes the bank in the queries' space (head applied, dropout
+  off) every ``refresh_steps`` optimisation steps (:class:`~hardcse.training.index_refresh.
+  IndexRefreshCallback`), instead of keeping the frozen initial space;
+* it works under DDP: the quadruplet terms use the gathered global batch and every process
+  holds the same full index (the official code only runs on one GPU);
+* the random offset comes from a generator seeded by ``(seed, step)``, so a step is
+  reproducible (the official code draws from the global RNG).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import transformers
+from sentence_transformers import SentenceTransformer
+from torch import Tensor, nn
+
+from hardcse.errors import ConfigError
+from hardcse.index.bank import INDEX_KINDS, CorpusIndex, duplicate_groups, encode_corpus
+from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
+
+ADV_INITS = ("unit_uniform", "unit_gaussian", "zero")
+INDEX_MODES = ("official", "refresh")
+
+
+@dataclass
+class HSimCSEConfig:
+    """Every constant of HSimCSE; the defaults are the official code's (METHODS.md §4.6).
+
+    Adversarial positive: ``adv_step`` (epsilon, raw-gradient ascent step), ``adv_init``
+    (``unit_uniform``: uniform(-0.5, 0.5) per dim then unit L2 norm per row, as official;
+    ``unit_gaussian``: a uniform direction on the sphere; ``zero``: no random offset),
+    ``adv_iters`` (ascent steps). Corpus negative: ``k`` neighbours, mean of the ``top_mean``
+    best. Hinge: ``w_inbatch``, ``w_corpus``, ``margin``; loss weight ``quad_weight``.
+    Index: ``index_mode`` (``official``: untrained backbone's raw [CLS], built once;
+    ``refresh``: the current model with its head, rebuilt every ``refresh_steps`` optimisation
+    steps), ``index_kind`` (``flat`` exact, ``ivf``, ``hnsw``) with ``nlist``/``nprobe`` (IVF)
+    and ``hnsw_m``/``ef_construction``/``ef_search`` (HNSW), ``exclude_self`` (drop the
+    sentence and its exact duplicates from its neighbours), ``seed`` (random offsets, IVF).
+    """
+
+    adv_step: float = 3.0
+    adv_init: str = "unit_uniform"
+    adv_iters: int = 1
+    k: int = 7
+    top_mean: int = 3
+    w_inbatch: float = 0.9
+    w_corpus: float = 0.11
+    quad_weight: float = 0.22
+    margin: float = 0.0
+    index_mode: str = "official"
+    refresh_steps: int = 50
+    index_kind: str = "flat"
+    nlist: int | None = None
+    nprobe: int = 16
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    exclude_self: bool = True
+    seed: int = 42
+
+    def validate(self) -> None:
+        """Raise :class:`~hardcse.errors.ConfigError` for an impossible combination."""
+        if self.adv_init not in ADV_INITS:
+            raise ConfigError(
+                f"unknown hsimcse adv_init '{self.adv_init}'; choose one of {', '.join(ADV_INITS)}."
+            )
+        if self.index_mode not in INDEX_MODES:
+            raise ConfigError(
+                f"unknown hsimcse index_mode '{self.index_mode}'; choose one of {', '.join(INDEX_MODES)}."
+            )
+        if self.index_kind not in INDEX_KINDS:
+            raise ConfigError(
+                f"unknown hsimcse index_kind '{self.index_kind}'; choose one of {', '.join(INDEX_KINDS)}."
+            )
+        if self.adv_iters < 0:
+            raise ConfigError(f"hsimcse adv_iters must be 0 or more, got {self.adv_iters}.")
+        if self.k < 1:
+            raise ConfigError(f"hsimcse k must be at least 1, got {self.k}.")
+        if not 1 <= self.top_mean <= self.k:
+            raise ConfigError(f"hsimcse top_mean must be between 1 and k={self.k}, got {self.top_mean}.")
+        if self.index_mode == "refresh" and self.refresh_steps < 1:
+            raise ConfigError(f"hsimcse refresh_steps must be at least 1, got {self.refresh_steps}.")
+        if self.nprobe < 1 or self.hnsw_m < 2 or self.ef_search < 1 or self.ef_construction < 1:
+            raise ConfigError("hsimcse nprobe, ef_search and ef_construction must be >= 1 and hnsw_m >= 2.")
+
+
+# -- presets ---------------------------------------------------------------------------------
+_OFFICIAL = asdict(HSimCSEConfig())
+
+#: The official script (``run_unsup_example.sh``): roberta-base, batch 64, lr 2e-5, 1 epoch,
+#: max length 32, tau 0.05, CLS + train-only MLP, eval/save every 125 steps, fp16, seed 42, and
+#: the hard-coded HSimCSE constants. Selection is on STS-B dev here (the official code selects on
+#: the test sets, METHODS.md §4.7-1). Checkpoints are saved at every evaluation (125 steps).
+HSIMCSE_PRESETS: dict[str, dict[str, Any]] = {
+    "hsimcse-roberta-base": {
+        "model": "roberta-base",
+        "pooling": "cls",
+        "mlp_head": True,
+        "max_seq_length": 32,
+        "batch_size": 64,
+        "lr": 2e-5,
+        "epochs": 1.0,
+        "temperature": 0.05,
+        "eval_steps": 125,
+        "fp16": True,
+        "seed": 42,
+        "hsimcse": dict(_OFFICIAL),
+    }
+}
+
+#: The ``cpu`` preset's HSimCSE settings: the official constants and the official (frozen,
+#: exact) bank. With ``index_mode: refresh`` a 250-step run re-encodes the corpus at step 125
+#: only (a refresh due at the last step is skipped): one refresh re-encodes the whole corpus,
+#: which on 2 CPU cores costs minutes for the 36k-sentence default corpus, i.e. as much as
+#: a large share of the run, so more frequent refreshes are not worth it here.
+CPU_HSIMCSE: dict[str, Any] = {**_OFFICIAL, "refresh_steps": 125}
+
+
+# -- the adversarial positive ----------------------------------------------------------------
+def _step_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed for ``(seed, step)``."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step) & 0xFFFFFFFF]).generate_state(
+        1, np.uint64
+    )
+    return int(state[0]) >> 1
+
+
+def adversarial_loss(a: Tensor, z1: Tensor, temperature: float) -> Tensor:
+    """``L_adv(a) = mean_i CE(s(a_i, z_j)/tau over j, label i)`` (a: anchors, z1: candidates)."""
+    logits = pairwise_cosine(a, z1) / temperature
+    labels = torch.arange(a.shape[0], device=a.device)
+    return F.cross_entropy(logits, labels)
+
+
+class AdversarialPositive(nn.Module):
+    """``\\hat z = sg(a + epsilon * grad_a L_adv(a))``, ``a = z' + u`` (METHODS.md §4.3).
+
+    ``u`` is a random offset per row (``unit_uniform``: ``v / (||v|| + 1e-8)`` with ``v`` uniform
+    in (-0.5, 0.5)^d, as the official ``_l2_normalize``), drawn from a CPU ``torch.Generator``
+    seeded by ``(seed, step)``, so it is the same on every process and for every rerun of a step.
+    The gradient is the **raw** gradient of :func:`adversarial_loss` (mean reduction, so its
+    norm is at most ``2 / (N tau ||a_i||)``), taken with ``torch.autograd.grad`` on detached fp32
+    copies of ``z'`` and ``z``: the training graph is untouched and ``z`` is a constant there.
+    ``adv_iters`` ascent steps (official: 1), no projection; the result is detached.
+    """
+
+    def __init__(
+        self, step_size: float = 3.0, init: str = "unit_uniform", iters: int = 1, seed: int = 42
+    ) -> None:
+        super().__init__()
+        if init not in ADV_INITS:
+            raise ConfigError(f"unknown adversarial init '{init}'; choose one of {', '.join(ADV_INITS)}.")
+        self.step_size = float(step_size)
+        self.init = init
+        self.iters = int(iters)
+        self.seed = int(seed)
+
+    def offset(self, shape: tuple[int, ...], step: int, device: torch.device | str = "cpu") -> Tensor:
+        """The random offset ``u`` (float32) for training step ``step``."""
+        if self.init == "zero":
+            return torch.zeros(shape, dtype=torch.float32, device=device)
+        gen = torch.Generator().manual_seed(_step_seed(self.seed, step))
+        if self.init == "unit_uniform":
+            v = torch.rand(shape, generator=gen, dtype=torch.float32).sub_(0.5)
+        else:
+            v = torch.randn(shape, generator=gen, dtype=torch.float32)
+        v = v / (v.norm(dim=-1, keepdim=True) + 1e-8)
+        return v.to(device)
+
+    def forward(self, z1: Tensor, z2: Tensor, temperature: float, step: int) -> tuple[Tensor, Tensor]:
+        """Return ``(\\hat z, a)`` (both detached float32, N x d) for views ``z1``, ``z2``."""
+        anchors = z1.detach().float()
+        start = z2.detach().float() + self.offset(tuple(z2.shape), step, z2.device)
+        a = start
+        with torch.enable_grad():
+            for _ in range(self.iters):
+                a = a.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(adversarial_loss(a, anchors, temperature), a)
+                a = a + self.step_size * grad
+        return a.detach(), start
+
+
+# -- the negatives ---------------------------------------------------------------------------
+class InBatchHardestNegative(nn.Module):
+    """``m_i = max_{j != i} sim[i, j]``: the hardest in-batch negative's cosine, with gradient."""
+
+    def forward(self, sim: Tensor) -> Tensor:
+        eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        return sim.masked_fill(eye, float("-inf")).max(dim=1).values
+
+
+class CorpusNegative(nn.Module):
+    """``\\bar n_i``: mean of the stored vectors of the ``top_mean`` best of ``k`` corpus hits.
+
+    The query is the detached fp32 ``z_i`` (not normalised, as official; the ranking equals the
+    cosine ranking because the bank is L2-normalised). With ``exclude_self`` the sentence's own
+    row and its exact duplicates are excluded (needs the corpus row ids). If fewer than
+    ``top_mean`` admissible hits exist (tiny corpora), the mean runs over those that exist; a
+    row with none gets a zero vector (cosine 0). The result carries no gradient.
+    """
+
+    def __init__(self, index: CorpusIndex, k: int = 7, top_mean: int = 3, exclude_self: bool = True) -> None:
+        super().__init__()
+        self.index = index
+        self.k = int(k)
+        self.top_mean = int(top_mean)
+        self.exclude_self = exclude_self
+        self.last_ids: np.ndarray | None = None
+        self.last_scores: np.ndarray | None = None
+        self.last_seconds = 0.0
+
+    def forward(self, queries: Tensor, ids: Tensor | None) -> Tensor:
+        if self.exclude_self and ids is None:
+            raise ConfigError(
+                "HSimCSE self-exclusion needs each sentence's corpus row: the training dataset must have "
+                "an integer 'label' column holding the row id (or set hsimcse exclude_self to false)."
+            )
+        started = time.perf_counter()
+        scores, rows, vectors = self.index.search(
+            queries.detach().float().cpu().numpy(), self.k, ids if self.exclude_self else None
+        )
+        top = vectors[:, : self.top_mean]
+        count = (rows[:, : self.top_mean] >= 0).sum(axis=1, keepdims=True).clip(min=1)
+        mean = top.sum(axis=1) / count.astype(np.float32)
+        self.last_seconds = time.perf_counter() - started
+        self.last_ids, self.last_scores = rows, scores
+        return torch.from_numpy(mean).to(queries.device)
+
+
+def quadruplet_hinge(
+    m: Tensor, q: Tensor, p: Tensor, w_inbatch: float = 0.9, w_corpus: float = 0.11, margin: float = 0.0
+) -> Tensor:
+    """Per-row hinge ``relu(w_inbatch * m + w_corpus * q - p + margin)`` (official: 0.9, 0.11, 0)."""
+    return F.relu(w_inbatch * m + w_corpus * q - p + margin)
+
+
+# -- the part --------------------------------------------------------------------------------
+class HSimCSEPart(Part):
+    """The HSimCSE quadruplet term as one part: adds loss ``quad = quad_weight * L_quad``.
+
+    ``L_quad = mean_i relu(w_inbatch m_i + w_corpus q_i - p_i + margin)`` (module docstring).
+    Gradient reaches ``z`` through ``m``, ``p`` and ``q`` and ``z'`` through ``m`` only; the
+    adversarial positive and the corpus negative are constants. The corpus is searched once
+    per step, for the global (gathered) batch; under DDP every process searches the same global
+    batch in the same full index, so all processes compute the same term.
+
+    Diagnostics (floats): ``adv_displacement`` (mean ``||\\hat z - a||``), ``adv_norm_offset``
+    (mean ``||\\hat z - z'||``), ``p_mean``, ``m_mean``, ``q_mean``, ``hinge_active`` (fraction of
+    rows with a positive hinge), ``quad`` (unweighted ``L_quad``), ``retrieval_ms``,
+    ``index_refresh_s`` (seconds of an index (re)build since the previous step, else 0).
+
+    Buffers (checkpointed): ``refresh_count``, ``built_at_step`` and ``bank_fingerprint`` (a
+    summary of the bank; on the first step after a restore it is compared with the bank this
+    process built, and a mismatch — e.g. an official-mode bank not built from the initial
+    backbone — is reported with a warning).
+    """
+
+    name = "hsimcse"
+
+    def __init__(self, config: HSimCSEConfig, index: CorpusIndex) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.adversarial = AdversarialPositive(
+            config.adv_step, config.adv_init, config.adv_iters, config.seed
+        )
+        self.in_batch = InBatchHardestNegative()
+        self.corpus = CorpusNegative(index, config.k, config.top_mean, config.exclude_self)
+        self.register_buffer("refresh_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("built_at_step", torch.full((), -1, dtype=torch.long))
+        self.register_buffer("bank_fingerprint", torch.zeros(4, dtype=torch.float64))
+        self._pending_refresh_seconds = 0.0
+        self._checked = False
+        if index.index is not None:
+            self._record_build(index, seconds=0.0, refresh=False)
+
+    @property
+    def index(self) -> CorpusIndex:
+        return self.corpus.index
+
+    # -- index (re)builds ----------------------------------------------------------------------
+    def _record_build(self, index: CorpusIndex, seconds: float, refresh: bool) -> None:
+        self.built_at_step.fill_(index.built_at_step)
+        self.bank_fingerprint.copy_(torch.from_numpy(index.fingerprint))
+        if refresh:
+            self.refresh_count += 1
+        self._pending_refresh_seconds = seconds
+
+    def rebuild_index(
+        self,
+        model: SentenceTransformer,
+        corpus: list[str],
+        step: int,
+        batch_size: int = 128,
+        show_progress: bool = False,
+        refresh: bool = True,
+    ) -> float:
+        """Re-encode ``corpus`` with ``model`` in this config's space and rebuild the index.
+
+        Returns the seconds spent (encoding + building). ``refresh`` counts it as a refresh.
+        """
+        started = time.perf_counter()
+        vectors = encode_corpus(
+            model, corpus, batch_size=batch_size, mode=self.config.index_mode, show_progress=show_progress
+        )
+        self.index.build(vectors, step=step)
+        del vectors
+        seconds = time.perf_counter() - started
+        self._record_build(self.index, seconds, refresh)
+        return seconds
+
+    def _check_restored_bank(self) -> None:
+        self._checked = True
+        current = self.index.fingerprint
+        saved = self.bank_fingerprint.cpu().numpy()
+        if current is None or not saved.any():
+            return
+        same_shape = saved[0] == current[0] and saved[1] == current[1]
+        close = np.allclose(saved[2:], current[2:], rtol=1e-3, atol=1e-2 * max(1.0, np.sqrt(current[0])))
+        if not (same_shape and close):
+            warnings.warn(
+                "the HSimCSE corpus bank differs from the one recorded in the restored checkpoint "
+                f"(rows/dim {int(saved[0])}x{int(saved[1])} vs {int(current[0])}x{int(current[1])}); "
+                "in official mode the bank must be encoded by the untrained base model, so resume with "
+                "the same --model and corpus, not a checkpoint directory.",
+                stacklevel=2,
+            )
+        self.bank_fingerprint.copy_(torch.from_numpy(current))
+
+    # -- the objective ---------------------------------------------------------------------
+    def contribute(self, batch: ContrastiveBatch) -> None:
+        if self.index.index is None:
+            raise RuntimeError(
+                "the HSimCSE corpus index has not been built: pass the callbacks returned by "
+                "build_hsimcse to the trainer (refresh mode builds the index when training begins)."
+            )
+        if batch.training and not self._checked:
+            self._check_restored_bank()
+        z1, z2 = batch.z1, batch.z2
+        if batch.size < 2:
+            batch.add_loss("quad", z1.sum() * 0.0)
+            return
+        cfg = self.config
+        m = self.in_batch(batch.sim)
+        z_hat, start = self.adversarial(z1, z2, batch.temperature, batch.step)
+        n_bar = self.corpus(z1, batch.ids)
+        z1f = z1.float()
+        p = F.cosine_similarity(z1f, z_hat, dim=-1, eps=1e-8)
+        q = F.cosine_similarity(z1f, n_bar, dim=-1, eps=1e-8)
+        hinge = quadruplet_hinge(m.float(), q, p, cfg.w_inbatch, cfg.w_corpus, cfg.margin)
+        l_quad = hinge.mean()
+        batch.add_loss("quad", cfg.quad_weight * l_quad)
+        with torch.no_grad():
+            refresh_s, self._pending_refresh_seconds = self._pending_refresh_seconds, 0.0
+            batch.diagnostics.update(
+                {
+                    "adv_displacement": float((z_hat - start).norm(dim=-1).mean()),
+                    "adv_norm_offset": float((z_hat - z2.detach().float()).norm(dim=-1).mean()),
+                    "p_mean": float(p.mean()),
+                    "m_mean": float(m.mean()),
+                    "q_mean": float(q.mean()),
+                    "hinge_active": float((hinge > 0).float().mean()),
+                    "quad": float(l_quad),
+                    "retrieval_ms": 1000.0 * self.corpus.last_seconds,
+                    "index_refresh_s": float(refresh_s),
+                }
+            )
+
+
+# -- assembly --------------------------------------------------------------------------------
+def build_hsimcse(
+    config: HSimCSEConfig,
+    model: SentenceTransformer,
+    corpus: list[str],
+    batch_size: int = 128,
+    show_progress: bool = True,
+) -> tuple[list[Part], list[transformers.TrainerCallback]]:
+    """The HSimCSE parts and their callbacks, for ``model`` trained on ``corpus``.
+
+    Call it **before** training with the freshly built (untrained) model; ``corpus[i]`` must be
+    the sentence whose dataset ``label`` is ``i``.
+
+    * ``official`` mode: the bank is encoded here, from the untrained backbone (eval mode, no
+      head, L2-normalised raw [CLS]), and never rebuilt. On resume the trainer restores the
+      checkpoint's weights only inside ``trainer.train``, so the model given here is still the
+      base model and the rebuilt bank is the same one (deterministic: eval mode, fixed order);
+      the bank's fingerprint buffer checks this. No callback is needed.
+    * ``refresh`` mode: the returned :class:`~hardcse.training.index_refresh.IndexRefreshCallback`
+      builds the bank when training begins (from the restored model on resume) and rebuilds it
+      every ``refresh_steps`` optimisation steps from the current model (head applied, no
+      dropout). Nothing is encoded here, so a resume does not encode the corpus twice.
+    """
+    from hardcse.training.index_refresh import IndexRefreshCallback
+
+    config.validate()
+    if not corpus:
+        raise ConfigError("HSimCSE needs a non-empty training corpus for its corpus index.")
+    index = CorpusIndex(
+        kind=config.index_kind,
+        duplicate_group=duplicate_groups(corpus),
+        nlist=config.nlist,
+        nprobe=config.nprobe,
+        hnsw_m=config.hnsw_m,
+        ef_construction=config.ef_construction,
+        ef_search=config.ef_search,
+        seed=config.seed,
+    )
+    callbacks: list[transformers.TrainerCallback] = []
+    if config.index_mode == "official":
+        bank = encode_corpus(
+            model, corpus, batch_size=batch_size, mode="official", show_progress=show_progress
+        )
+        index.build(bank, step=0)
+        del bank
+        part = HSimCSEPart(config, index)
+    else:
+        part = HSimCSEPart(config, index)
+        callbacks.append(
+            IndexRefreshCallback(
+                part, corpus, config.refresh_steps, batch_size=batch_size, show_progress=show_progress
+            )
+        )
+    return [part], callbacks

@@ -41,21 +41,85 @@ def run_st(sentences: list[str], steps: int, seed: int, out: Path) -> tuple[Step
     dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
     timer = StepTimer()
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(out), max_steps=steps, per_device_train_batch_size=64, learning_rate=3e-5,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=seed,
-        data_seed=seed, save_strategy="no", eval_strategy="no", logging_steps=1, report_to="none",
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=64,
+        learning_rate=3e-5,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        report_to="none",
         disable_tqdm=True,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                         loss=MultipleNegativesRankingLoss(model, scale=20.0), callbacks=[timer])
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        loss=MultipleNegativesRankingLoss(model, scale=20.0),
+        callbacks=[timer],
+    )
     trainer.train()
     return timer, model
+
+
+def time_alternating(
+    sentences: list[str], rounds: int, steps: int, seed: int, out: Path
+) -> tuple[list, list]:
+    """Median step time of each side in alternating short runs (same batches, same settings).
+
+    The machine is shared and noisy; alternating rounds expose both sides to the same load.
+    """
+    from hardcse.objectives.base import ContrastiveLoss
+
+    st_medians, hc_medians = [], []
+    for r in range(rounds):
+        for side in ("st", "hardcse"):
+            torch.manual_seed(seed)
+            model = build_training_model(
+                "default", pooling="cls", max_seq_length=32, mlp_head=side == "hardcse"
+            )
+            if side == "st":
+                dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
+                loss = MultipleNegativesRankingLoss(model, scale=20.0)
+            else:
+                dataset = Dataset.from_dict({"text": sentences, "label": list(range(len(sentences)))})
+                loss = ContrastiveLoss(model, temperature=0.05)
+            timer = StepTimer()
+            args = SentenceTransformerTrainingArguments(
+                output_dir=str(out / f"t{r}{side}"),
+                max_steps=steps,
+                per_device_train_batch_size=64,
+                learning_rate=3e-5,
+                lr_scheduler_type="linear",
+                warmup_steps=0,
+                max_grad_norm=1.0,
+                seed=seed,
+                data_seed=seed,
+                save_strategy="no",
+                eval_strategy="no",
+                logging_steps=1,
+                report_to="none",
+                disable_tqdm=True,
+            )
+            SentenceTransformerTrainer(
+                model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[timer]
+            ).train()
+            (st_medians if side == "st" else hc_medians).append(timer.median())
+    return st_medians, hc_medians
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--round-steps", type=int, default=20, help="steps per side and round")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -66,34 +130,66 @@ def main() -> None:
         t0 = time.perf_counter()
         st_timer, st_model = run_st(sentences, args.steps, args.seed, work / "st")
         st_model.eval()
-        st_scores = evaluate_model(st_model, data_dir=data, show_progress=False, model_name="st-mnrl", pooling="cls")
+        st_scores = evaluate_model(
+            st_model, data_dir=data, show_progress=False, model_name="st-mnrl", pooling="cls"
+        )
         st_wall = time.perf_counter() - t0
 
         hc_timer = StepTimer()
         t0 = time.perf_counter()
         from hardcse.training.run import train
 
-        cfg = hardcse.make_config(preset="cpu", recipe="simcse", steps=args.steps, eval_steps=args.steps,
-                                  seed=args.seed, output=str(work / "hardcse"))
+        cfg = hardcse.make_config(
+            preset="cpu",
+            recipe="simcse",
+            steps=args.steps,
+            eval_steps=args.steps,
+            seed=args.seed,
+            output=str(work / "hardcse"),
+        )
         results = train(cfg, overwrite=True, show_progress=False, callbacks=[hc_timer])
         hc_wall = time.perf_counter() - t0
+        st_rounds, hc_rounds = time_alternating(
+            sentences, args.rounds, args.round_steps, args.seed, work / "timing"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     st_step, hc_step = st_timer.median(), hc_timer.median()
-    print(f"steps: {args.steps}, batch 64, lr 3e-5, seed {args.seed}, torch threads {torch.get_num_threads()}")
+    print(
+        f"steps: {args.steps}, batch 64, lr 3e-5, seed {args.seed}, torch threads {torch.get_num_threads()}"
+    )
     print(f"sentence-transformers MNRL (s, s): median step {st_step:.3f} s  (run incl. eval {st_wall:.0f} s)")
-    print(f"hardcse simcse                   : median step {hc_step:.3f} s  (run incl. evals {hc_wall:.0f} s)")
-    print(f"step-time ratio hardcse / sentence-transformers: {hc_step / st_step:.3f}")
+    print(
+        f"hardcse simcse                   : median step {hc_step:.3f} s  (run incl. evals {hc_wall:.0f} s)"
+    )
+    print(f"step-time ratio in the full runs (hardcse / ST): {hc_step / st_step:.3f}")
+    print(f"alternating timing, {args.rounds} rounds x {args.round_steps} steps per side:")
+    for i, (a, b) in enumerate(zip(st_rounds, hc_rounds, strict=True)):
+        print(f"  round {i + 1}: ST {a:.3f} s/step, hardcse {b:.3f} s/step, ratio {b / a:.3f}")
+    import statistics
+
+    ratio = statistics.median(b / a for a, b in zip(st_rounds, hc_rounds, strict=True))
+    print(f"step-time ratio hardcse / sentence-transformers (median of rounds): {ratio:.3f}")
     print()
     print(TABLE_HEAD)
     print(table_row("sentence-transformers MNRL", st_scores))
     print(table_row("hardcse simcse", results["test"]))
     print(f"\nseven-task average difference (hardcse - ST): {results['test']['avg'] - st_scores['avg']:+.2f}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "st_step": st_step, "hardcse_step": hc_step, "st": st_scores, "hardcse": results["test"],
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "st_step": st_step,
+                    "hardcse_step": hc_step,
+                    "st_rounds": st_rounds,
+                    "hardcse_rounds": hc_rounds,
+                    "st": st_scores,
+                    "hardcse": results["test"],
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ def _hand_infonce(z1, z2, tau, extra=None):
     n = len(z1)
     total = 0.0
     for i in range(n):
+
         def cos(a, b):
             return float(a @ b / (a.norm() * b.norm()))
+
         row = [cos(z1[i], z2[j]) / tau for j in range(n)]
         if extra is not None:
             row += [float(v) / tau for v in extra[i]]
@@ -36,7 +38,9 @@ def test_infonce_gradient_matches_closed_form():
     # d loss / d s_ij = (softmax_ij - 1[i=j]) / (N tau) for the scaled logits.
     torch.manual_seed(0)
     sim = torch.randn(4, 4).clamp(-1, 1).requires_grad_(True)
-    batch = ContrastiveBatch(z1=torch.zeros(4, 2), z2=torch.zeros(4, 2), sim=sim, ids=None, step=0, temperature=0.1)
+    batch = ContrastiveBatch(
+        z1=torch.zeros(4, 2), z2=torch.zeros(4, 2), sim=sim, ids=None, step=0, temperature=0.1
+    )
     info_nce(batch).backward()
     expected = (torch.softmax(sim.detach() / 0.1, dim=1) - torch.eye(4)) / (4 * 0.1)
     assert torch.allclose(sim.grad, expected, atol=1e-6)

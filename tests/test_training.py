@@ -38,9 +38,18 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 
 def _config(tiny_bert, tiny_corpus, out, data_dir, **kw):
-    values = dict(model=str(tiny_bert), corpus=[str(tiny_corpus)], steps=12, eval_steps=4, batch_size=16,
-                  lr=5e-4, output=str(out), data_dir=str(data_dir), eval_batch_size=256,
-                  test_tasks=["STSBenchmark", "SICKRelatedness"])
+    values = dict(
+        model=str(tiny_bert),
+        corpus=[str(tiny_corpus)],
+        steps=12,
+        eval_steps=4,
+        batch_size=16,
+        lr=5e-4,
+        output=str(out),
+        data_dir=str(data_dir),
+        eval_batch_size=256,
+        test_tasks=["STSBenchmark", "SICKRelatedness"],
+    )
     values.update(kw)
     return hardcse.make_config(**values)
 
@@ -126,7 +135,9 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_bert, tiny_corpus, tmp_path
     import shutil
 
     full = tmp_path / "full"
-    reference = train(_config(tiny_bert, tiny_corpus, full, data_dir, save_total_limit=None), show_progress=False)
+    reference = train(
+        _config(tiny_bert, tiny_corpus, full, data_dir, save_total_limit=None), show_progress=False
+    )
     # Pretend the run died after its step-8 checkpoint: drop everything written later.
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
@@ -150,8 +161,12 @@ def test_nan_loss_stops_with_clear_error(tiny_bert, tiny_corpus, tmp_path, data_
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "no sentences"), (b"\n\n  \n", "no sentences"), (b"ok line\n\xff\xfe bad\n", "line 2"),
-     (b"a\x00b\n", "NUL")],
+    [
+        (b"", "no sentences"),
+        (b"\n\n  \n", "no sentences"),
+        (b"ok line\n\xff\xfe bad\n", "line 2"),
+        (b"a\x00b\n", "NUL"),
+    ],
 )
 def test_bad_corpus(tiny_bert, tmp_path, data_dir, content, message):
     corpus = tmp_path / "c.txt"

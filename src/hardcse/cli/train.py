@@ -30,31 +30,52 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 @app.command()
 def train(
-    recipe: Annotated[str | None, typer.Option(help="simcse, clusterns or hsimcse (default: the preset's).")] = None,
-    preset: Annotated[str, typer.Option(help="cpu (default), clusterns, hsimcse, or a paper preset "
-                                        "such as simcse-bert-base.")] = "cpu",
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of configuration keys "
-                                                "(DIR/config.yaml of a run reproduces it).")] = None,
-    model: Annotated[str | None, typer.Option(help="Hugging Face name or path ('default': all-MiniLM-L6-v2).")] = None,
-    corpus: Annotated[list[str] | None, typer.Option(help="Text file(s), one sentence per line, or a "
-                                                     "`datasets` name/path (repeatable).")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="simcse, clusterns or hsimcse (default: the preset's).")
+    ] = None,
+    preset: Annotated[
+        str,
+        typer.Option(help="cpu (default), clusterns, hsimcse, or a paper preset such as simcse-bert-base."),
+    ] = "cpu",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="YAML file of configuration keys (DIR/config.yaml of a run reproduces it)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Hugging Face name or path ('default': all-MiniLM-L6-v2).")
+    ] = None,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(help="Text file(s), one sentence per line, or a `datasets` name/path (repeatable)."),
+    ] = None,
     corpus_column: Annotated[str | None, typer.Option(help="Text column of a `datasets` corpus.")] = None,
     max_sentences: Annotated[int | None, typer.Option(help="Use only the first N sentences.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimisation steps (overrides --epochs).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs, when --steps is not given.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per batch and device.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (linear decay, no warm-up).")] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="Evaluate STS-B dev (and checkpoint) every N steps.")] = None,
-    early_stopping: Annotated[int | None, typer.Option(help="Stop after N evaluations without improvement.")] = None,
+    eval_steps: Annotated[
+        int | None, typer.Option(help="Evaluate STS-B dev (and checkpoint) every N steps.")
+    ] = None,
+    early_stopping: Annotated[
+        int | None, typer.Option(help="Stop after N evaluations without improvement.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     output: Annotated[str | None, typer.Option(help="Run directory (default runs/RECIPE-PRESET).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")] = False,
-    data_dir: Annotated[str | None, typer.Option(help="Data directory (default $HARDCSE_DATA, "
-                                                 "else ~/.cache/hardcse/data).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --output from its last checkpoint.")
+    ] = False,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Data directory (default $HARDCSE_DATA, else ~/.cache/hardcse/data).")
+    ] = None,
     fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="Mixed precision (GPU).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any configuration key, e.g. "
-                                                   "--set clusterns.k=32 --set dropout=0.1.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any configuration key, e.g. --set clusterns.k=32 --set dropout=0.1."),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train an encoder, select it on STS-B dev, export it and score it on seven STS tasks."""
@@ -71,9 +92,20 @@ def train(
         cfg = make_config(config_file=saved, output=output)
     else:
         overrides = {
-            "model": model, "corpus": corpus, "corpus_column": corpus_column, "max_sentences": max_sentences,
-            "steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr, "eval_steps": eval_steps,
-            "early_stopping": early_stopping, "seed": seed, "output": output, "data_dir": data_dir, "fp16": fp16,
+            "model": model,
+            "corpus": corpus,
+            "corpus_column": corpus_column,
+            "max_sentences": max_sentences,
+            "steps": steps,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "eval_steps": eval_steps,
+            "early_stopping": early_stopping,
+            "seed": seed,
+            "output": output,
+            "data_dir": data_dir,
+            "fp16": fp16,
         }
         if epochs is not None and steps is None:
             overrides["steps"] = None

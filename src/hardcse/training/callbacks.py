@@ -47,7 +47,11 @@ class HistoryCallback(TrainerCallback):
             return
         entry = self._entry(state.global_step)
         for key, value in logs.items():
-            if key in ("epoch", "total_flos", "grad_norm") or key.startswith("eval_") or key.startswith("train_"):
+            if (
+                key in ("epoch", "total_flos", "grad_norm")
+                or key.startswith("eval_")
+                or key.startswith("train_")
+            ):
                 continue
             scalar = _scalar(value)
             if scalar is not None:
@@ -139,8 +143,14 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training",
-                            unit="step", dynamic_ncols=True, disable=self.disable)
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc="training",
+                unit="step",
+                dynamic_ncols=True,
+                disable=self.disable,
+            )
 
     def on_step_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
         if self.bar is not None:

@@ -100,7 +100,9 @@ def _method_config(cls: type, values: dict[str, Any], name: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown {name} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}.")
+        raise ConfigError(
+            f"unknown {name} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}."
+        )
     return cls(**values)
 
 
@@ -164,7 +166,9 @@ def train(
         logger.warning("no checkpoint in %s; starting from the beginning", ckpt_root)
     atomic_write_text(out / "config.yaml", dump_yaml(config))
 
-    sentences = read_corpus(config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences)
+    sentences = read_corpus(
+        config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences
+    )
     dataset = corpus_dataset(sentences)
     evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size)
 
@@ -187,8 +191,15 @@ def train(
 
         start = json.loads(start_path.read_text(encoding="utf-8"))
     else:
-        start = evaluate_model(model, tasks=config.test_tasks, data_dir=data_dir, batch_size=config.eval_batch_size,
-                               show_progress=show_progress, model_name=model_name, pooling=config.pooling)
+        start = evaluate_model(
+            model,
+            tasks=config.test_tasks,
+            data_dir=data_dir,
+            batch_size=config.eval_batch_size,
+            show_progress=show_progress,
+            model_name=model_name,
+            pooling=config.pooling,
+        )
         start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
         atomic_write_json(start_path, start)
 
@@ -197,7 +208,13 @@ def train(
     history.record_start(start["stsb_dev"])
     state_cb = ObjectiveStateCallback(loss)
     nan_guard = NaNGuardCallback()
-    all_callbacks: list[TrainerCallback] = [history, state_cb, nan_guard, *extra_callbacks, *(callbacks or [])]
+    all_callbacks: list[TrainerCallback] = [
+        history,
+        state_cb,
+        nan_guard,
+        *extra_callbacks,
+        *(callbacks or []),
+    ]
     if config.early_stopping:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     if last_ckpt is not None:
@@ -219,21 +236,32 @@ def train(
     trainer.train(resume_from_checkpoint=last_ckpt)
     state = trainer.state
     if nan_guard.bad_step is not None:
-        kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
+        kept = state.best_model_checkpoint or (
+            get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
+        )
         where = f"; the last good checkpoint is kept in {kept}" if kept else ""
         raise TrainingError(
             f"the loss became NaN at step {nan_guard.bad_step} (learning rate {config.lr:g} too high?){where}."
         )
     if state.best_model_checkpoint is None:
-        raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
+        raise TrainingError(
+            "training ended before the first evaluation; raise --steps or lower --eval-steps."
+        )
 
     best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
     atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
 
     # Score the export as a user would load it: plain SentenceTransformer(path).
     exported = SentenceTransformer(str(out / "model"), device=str(model.device))
-    test = evaluate_model(exported, tasks=config.test_tasks, data_dir=data_dir, batch_size=config.eval_batch_size,
-                          show_progress=show_progress, model_name=str(out / "model"), pooling=config.pooling)
+    test = evaluate_model(
+        exported,
+        tasks=config.test_tasks,
+        data_dir=data_dir,
+        batch_size=config.eval_batch_size,
+        show_progress=show_progress,
+        model_name=str(out / "model"),
+        pooling=config.pooling,
+    )
 
     results: dict[str, Any] = {
         "recipe": config.recipe,

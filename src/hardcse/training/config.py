@@ -97,7 +97,8 @@ class TrainConfig:
         unknown = sorted(set(values) - cls.field_names())
         if unknown:
             raise ConfigError(
-                f"unknown key(s) {', '.join(unknown)} in {source}; valid keys are {', '.join(sorted(cls.field_names()))}."
+                f"unknown key(s) {', '.join(unknown)} in {source}; "
+                f"valid keys are {', '.join(sorted(cls.field_names()))}."
             )
         config = cls(**values)
         if isinstance(config.corpus, str):

@@ -1,0 +1,121 @@
+"""``hardcse evaluate``: score a model on the STS tasks the way the SimCSE-family papers do."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from hardcse.cli import app
+from hardcse.errors import DataError
+
+_TASKS_HELP = (
+    "Comma-separated tasks: STS12, STS13, STS14, STS15, STS16, STS-B (STSBenchmark), SICK-R "
+    "(SICKRelatedness). Default: all seven (with --split test), STS-B and SICK-R otherwise."
+)
+
+
+class _WarningPrinter(logging.Handler):
+    """Prints warnings as ``warning: <message>`` on the current ``sys.stderr``."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warnings() -> None:
+    """Print hardcse's logged warnings (e.g. unexpected pair counts) unless logging is configured."""
+    logger = logging.getLogger("hardcse")
+    if not logger.handlers and not logging.getLogger().handlers:
+        logger.addHandler(_WarningPrinter())
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write ``result`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    if path.is_dir():
+        raise DataError(f"--output {path} is a directory; give a file name such as {path / 'sts.json'}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = json.loads(json.dumps(result), parse_constant=lambda _: None)  # NaN -> null (strict JSON)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(clean, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Argument(
+        ..., help="Model directory, Hugging Face name, or 'default' (the bundled all-MiniLM-L6-v2)."
+    ),
+    pooling: str | None = typer.Option(
+        None,
+        "--pooling",
+        help="cls, cls_before_pooler (= cls, raw [CLS]), mean, avg (= mean), max, lasttoken or weightedmean. "
+        "Default: the model's own pooling (sentence-transformers models), cls (plain Hugging Face models).",
+    ),
+    tasks: str | None = typer.Option(None, "--tasks", help=_TASKS_HELP),
+    aggregation: str = typer.Option(
+        "all", "--aggregation", help="STS12-16: all (papers' setting), mean or wmean (weighted by pairs)."
+    ),
+    split: str = typer.Option("test", "--split", help="test or dev (STS-B and SICK-R only)."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Sentences per forward pass."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Data directory (default: $HARDCSE_DATA, else ~/.cache/hardcse/data)."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Also write the result as JSON here."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the hub."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps ... (default: automatic)."),
+) -> None:
+    """Evaluate MODEL on STS12-16, STS-B and SICK-R (cosine, Spearman x100, as SentEval/SimCSE)."""
+    from hardcse.data.sts import load_tasks
+    from hardcse.evaluation.sts import check_aggregation, evaluate_model, format_table, resolve_tasks
+    from hardcse.models.defaults import display_name
+    from hardcse.models.loading import check_pooling, load_sentence_model
+
+    _show_warnings()
+    # Everything a user can get wrong is checked before the (slow) model load.
+    pooling = check_pooling(pooling)
+    aggregation = check_aggregation(aggregation)
+    names = None if tasks is None else [t for t in (p.strip() for p in tasks.split(",")) if t]
+    names = resolve_tasks(names, split)
+    data = load_tasks(names, data_dir, split)
+    if output is not None and output.is_dir():
+        raise DataError(f"--output {output} is a directory; give a file name such as {output / 'sts.json'}.")
+
+    encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
+    result = evaluate_model(
+        encoder,
+        data=data,
+        aggregation=aggregation,
+        split=split,
+        batch_size=batch_size,
+        show_progress=sys.stderr.isatty(),
+        model_name=display_name(model),
+        pooling=pooling,
+    )
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"{result['model']}  pooling={result['pooling']}  aggregation={result['aggregation']}  "
+        f"split={result['split']}  ({result['seconds']:.1f} s)",
+        markup=False,
+    )
+    console.print(format_table(result), markup=False)
+    if any(math.isnan(t["spearman"]) for t in result["tasks"].values()):
+        console.print("note: nan means the model gave every pair the same similarity.", markup=False)
+    if output is not None:
+        write_json(result, output)
+        console.print(f"wrote {output}", markup=False)

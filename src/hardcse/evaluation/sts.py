@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -245,7 +246,7 @@ def average(task_results: Mapping[str, Mapping[str, Any]]) -> float:
 def evaluate_model(
     model: SentenceTransformer,
     tasks: Sequence[str] | None = None,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     aggregation: str = "all",
     split: str = "test",
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -362,9 +363,7 @@ def format_comparison(
     tasks = _task_order(before, after)
 
     def values(result: Mapping[str, Any]) -> list[float | None]:
-        per_task = [
-            round(result["tasks"][t]["spearman"], 2) if t in result.get("tasks", {}) else None for t in tasks
-        ]
+        per_task = [round(result["tasks"][t]["spearman"], 2) if t in result.get("tasks", {}) else None for t in tasks]
         avg = result.get("avg")
         return [*per_task, None if avg is None else round(avg, 2)]
 
@@ -396,7 +395,7 @@ class STSEvaluator(BaseEvaluator):
         self,
         tasks: Sequence[str] = ("STSBenchmark",),
         split: str = "dev",
-        data_dir=None,
+        data_dir: str | Path | None = None,
         name: str | None = None,
         aggregation: str = "all",
         batch_size: int = DEFAULT_BATCH_SIZE,

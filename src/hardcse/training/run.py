@@ -49,8 +49,8 @@ METRIC = "eval_stsb_spearman"
 OUTPUTS = ("model", "config.yaml", "results.json", "results.md", "curves.png")
 
 
-def prepare_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
-    """Check the output directory: never touch an earlier run without --overwrite/--resume."""
+def check_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
+    """Refuse to touch an earlier run without --overwrite/--resume (nothing is created here)."""
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output '{out}' exists and is not a directory; choose another --output.")
@@ -60,16 +60,20 @@ def prepare_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
             f"output directory '{out}' already holds a run; pass --overwrite to replace it, "
             "--resume to continue it, or choose another --output."
         )
-    if busy and overwrite and not resume:
+    parent = next((p for p in [out, *out.parents] if p.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ConfigError(f"output directory '{out}' is not writable (no write permission on '{parent}').")
+    return out
+
+
+def create_output(out: Path, overwrite: bool, resume: bool) -> None:
+    """Create the run directory once the inputs are known to be good (clearing it on --overwrite)."""
+    if overwrite and not resume and out.exists():
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as err:
-        raise ConfigError(f"output directory '{out}' is not writable ({err.strerror}).") from None
-    return out
+        raise ConfigError(f"output directory '{out}' could not be created ({err.strerror}).") from None
 
 
 def build_objective(
@@ -100,9 +104,7 @@ def _method_config(cls: type, values: dict[str, Any], name: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(
-            f"unknown {name} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}."
-        )
+        raise ConfigError(f"unknown {name} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}.")
     return cls(**values)
 
 
@@ -159,19 +161,16 @@ def train(
     config.validate()
     started = time.perf_counter()
     data_dir = resolve_data_dir(config.data_dir)
-    out = prepare_output(config, overwrite=overwrite, resume=resume)
+    out = check_output(config, overwrite=overwrite, resume=resume)
     ckpt_root = out / "checkpoints"
     last_ckpt = get_last_checkpoint(str(ckpt_root)) if resume and ckpt_root.is_dir() else None
     if resume and last_ckpt is None:
         logger.warning("no checkpoint in %s; starting from the beginning", ckpt_root)
-    atomic_write_text(out / "config.yaml", dump_yaml(config))
 
-    sentences = read_corpus(
-        config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences
-    )
+    # Everything a user can get wrong is checked before the run directory is touched.
+    sentences = read_corpus(config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences)
     dataset = corpus_dataset(sentences)
     evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size)
-
     torch.manual_seed(config.seed)  # the head's initialisation
     model = build_training_model(
         config.model,
@@ -183,6 +182,9 @@ def train(
     )
     eval_len = position_limit(model)
     model_name = display_name(config.model)
+    loss, extra_callbacks = build_objective(config, model, sentences)
+    create_output(out, overwrite=overwrite, resume=resume)
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
 
     # The untrained encoder's scores (kept across a resume).
     start_path = out / "start.json"
@@ -203,7 +205,6 @@ def train(
         start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
         atomic_write_json(start_path, start)
 
-    loss, extra_callbacks = build_objective(config, model, sentences)
     history = HistoryCallback(loss, metric=METRIC)
     history.record_start(start["stsb_dev"])
     state_cb = ObjectiveStateCallback(loss)
@@ -236,17 +237,13 @@ def train(
     trainer.train(resume_from_checkpoint=last_ckpt)
     state = trainer.state
     if nan_guard.bad_step is not None:
-        kept = state.best_model_checkpoint or (
-            get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None
-        )
+        kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
         where = f"; the last good checkpoint is kept in {kept}" if kept else ""
         raise TrainingError(
             f"the loss became NaN at step {nan_guard.bad_step} (learning rate {config.lr:g} too high?){where}."
         )
     if state.best_model_checkpoint is None:
-        raise TrainingError(
-            "training ended before the first evaluation; raise --steps or lower --eval-steps."
-        )
+        raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
 
     best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
     atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))

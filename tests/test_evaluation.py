@@ -169,14 +169,17 @@ def test_evaluate_model_schema_and_independent_scores(model, fake_dir, monkeypat
         assert set(entry) == {"spearman", "pairs", "subsets"}
         assert isinstance(entry["spearman"], float) and isinstance(entry["pairs"], int)
 
-    # One encode call over the distinct sentences, untruncated (512 positions), restored afterwards.
+    # Each distinct sentence encoded once, in batches sorted by token count, untruncated (512
+    # positions); max_seq_length restored afterwards.
     data = load_tasks(data_dir=fake_dir)
     distinct = {s for subsets in data.values() for p in subsets.values() for s in p.sentences1 + p.sentences2}
-    assert len(calls) == 1
-    sentences, length_during, kwargs = calls[0]
-    assert sorted(sentences) == sorted(distinct)
-    assert length_during == position_limit(model) == 512
-    assert kwargs["convert_to_tensor"] is True
+    encoded = [s for sentences, _, _ in calls for s in sentences]
+    assert sorted(encoded) == sorted(distinct)
+    assert all(len(sentences) <= 128 for sentences, _, _ in calls) and len(calls) == -(-len(distinct) // 128)
+    lengths = [len(model.tokenizer(s)["input_ids"]) for s in encoded]
+    assert lengths == sorted(lengths, reverse=True)
+    assert {length for _, length, _ in calls} == {position_limit(model)} == {512}
+    assert all(kwargs["convert_to_tensor"] for _, _, kwargs in calls)
     assert model.max_seq_length == before == 256
 
     # Independently: encode each subset's two sides, cosine, scipy Spearman over the pooled year.
@@ -198,16 +201,13 @@ def test_evaluate_model_schema_and_independent_scores(model, fake_dir, monkeypat
             assert result["tasks"][task]["spearman"] == pytest.approx(expected, abs=1e-6)
     finally:
         model.max_seq_length = before
-    assert result["avg"] == pytest.approx(
-        np.mean([round(t["spearman"], 2) for t in result["tasks"].values()])
-    )
+    assert result["avg"] == pytest.approx(np.mean([round(t["spearman"], 2) for t in result["tasks"].values()]))
 
 
 def test_evaluate_model_aggregations_and_dev_split(model, fake_dir):
     data = load_tasks(["STS12", "STS-B"], fake_dir)
     results = {
-        agg: evaluate_model(model, data=data, aggregation=agg, show_progress=False)
-        for agg in ("all", "mean", "wmean")
+        agg: evaluate_model(model, data=data, aggregation=agg, show_progress=False) for agg in ("all", "mean", "wmean")
     }
     subsets = results["all"]["tasks"]["STS12"]["subsets"]
     assert results["mean"]["tasks"]["STS12"]["spearman"] == pytest.approx(np.mean(list(subsets.values())))
@@ -242,9 +242,7 @@ def test_sts_evaluator_several_tasks(model, fake_dir):
     metrics = evaluator(model)
     assert evaluator.primary_metric == "dev_spearman"
     assert set(metrics) == {"dev_stsb_spearman", "dev_sickr_spearman", "dev_spearman"}
-    assert metrics["dev_spearman"] == pytest.approx(
-        (metrics["dev_stsb_spearman"] + metrics["dev_sickr_spearman"]) / 2
-    )
+    assert metrics["dev_spearman"] == pytest.approx((metrics["dev_stsb_spearman"] + metrics["dev_sickr_spearman"]) / 2)
 
 
 # ---------------------------------------------------------------------------------------------

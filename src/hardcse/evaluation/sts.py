@@ -13,11 +13,12 @@ The protocol is that of the SentEval fork used by SimCSE, ClusterNS and HSimCSE
 * ``avg`` is the mean of the per-task values **rounded to two decimals first**, like SimCSE's
   ``evaluation.py``.
 
-Encoding is done once for all requested tasks: every distinct sentence is embedded in a single
-``model.encode`` call (sentence-transformers sorts by length to reduce padding) and the pairs
-index into that matrix. SentEval applies **no truncation**, so while encoding the model's
-``max_seq_length`` is lifted to the transformer's position limit and restored afterwards
-(hardcse models are trained with ``max_seq_length=32`` and keep it).
+Encoding is done once for all requested tasks: every distinct sentence is embedded exactly once
+and the pairs index into that matrix. The sentences are sorted by token count and passed to
+``model.encode`` batch by batch, so batches carry almost no padding. SentEval applies **no
+truncation**, so while encoding the model's ``max_seq_length`` is lifted to the transformer's
+position limit and restored afterwards (hardcse models are trained with ``max_seq_length=32``
+and keep it).
 """
 
 from __future__ import annotations
@@ -157,27 +158,57 @@ def untruncated(model: SentenceTransformer) -> Iterator[None]:
             model.max_seq_length = previous
 
 
+def token_lengths(model: SentenceTransformer, sentences: Sequence[str]) -> np.ndarray | None:
+    """Token count of each sentence (special tokens included), or ``None`` without a text tokenizer."""
+    tokenizer = getattr(model[0], "tokenizer", None)
+    if tokenizer is None or not callable(tokenizer):
+        return None
+    try:
+        ids = tokenizer(list(sentences), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    except Exception:  # not a text tokenizer we can call this way: fall back to encode's own sorting
+        logger.debug("could not pre-tokenize for length sorting", exc_info=True)
+        return None
+    return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
 def encode_unique(
     model: SentenceTransformer,
     sentences: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     show_progress: bool = False,
 ) -> np.ndarray:
-    """Embed ``sentences`` (already distinct) in one ``encode`` call, untruncated, in eval mode.
+    """Embed ``sentences`` (already distinct), untruncated, in eval mode; one float32 row each, on the CPU.
 
-    Returns a float32 matrix on the CPU, one row per sentence. The model's training mode and
+    The sentences are sorted by **token** count and handed to ``model.encode`` one batch at a
+    time, so a batch holds sentences of (nearly) equal length and carries almost no padding
+    (``encode`` alone sorts by character count, which leaves about 30-50% padding on these sets).
+    Without a callable tokenizer a single ``encode`` call is made. The model's training mode and
     ``max_seq_length`` are restored afterwards.
     """
+    from tqdm.auto import tqdm
+
+    sentences = list(sentences)
     was_training = model.training
+    options = {
+        "batch_size": batch_size,
+        "convert_to_tensor": True,
+        "convert_to_numpy": False,
+        "show_progress_bar": False,
+    }
     try:
         with untruncated(model), torch.inference_mode():
-            embeddings = model.encode(
-                list(sentences),
-                batch_size=batch_size,
-                show_progress_bar=show_progress,
-                convert_to_tensor=True,
-                convert_to_numpy=False,
-            )
+            lengths = token_lengths(model, sentences)
+            if lengths is None:
+                embeddings = model.encode(sentences, **{**options, "show_progress_bar": show_progress})
+            else:
+                order = np.argsort(-lengths, kind="stable")  # longest first: memory peaks show early
+                parts = [
+                    model.encode([sentences[i] for i in order[start : start + batch_size]], **options)
+                    for start in tqdm(range(0, len(order), batch_size), desc="Batches", disable=not show_progress)
+                ]
+                ordered = torch.cat(parts) if parts else torch.empty(0)
+                embeddings = torch.empty_like(ordered)
+                embeddings[torch.from_numpy(order).to(ordered.device)] = ordered
     finally:
         model.train(was_training)
     return embeddings.detach().to("cpu", torch.float32).numpy()

@@ -70,6 +70,29 @@ def test_cosine_rows_and_nan_handling():
     assert cos.tolist() == pytest.approx([0.0, 1.0, 0.0, 1.0])  # zero vector -> 0, NaN entry -> 0
 
 
+def test_identical_sentences_score_exactly_one(monkeypatch):
+    import hardcse.evaluation.sts as sts_module
+    from hardcse.data.sts import STSPairs
+
+    # Distinct sentences in first-seen order: a b c d e z x y -> rows 0..7; "z" (row 5) is a zero vector.
+    vectors = np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
+    vectors[5] = 0.0
+    monkeypatch.setattr(sts_module, "encode_unique", lambda model, sentences, **kw: vectors[: len(sentences)])
+    pairs = STSPairs(
+        "test",
+        ["a", "b", "c", "d", "e", "z"],
+        ["a", "b", "c", "x", "y", "z"],
+        [5.0, 4.0, 4.5, 1.0, 2.0, 3.0],
+    )
+    result = sts_module.score_tasks(None, {"STSBenchmark": {"test": pairs}})
+    cos = cosine_rows(vectors[[0, 1, 2, 3, 4, 5]], vectors[[0, 1, 2, 6, 7, 5]])
+    assert not np.all(cos[:3] == 1.0)  # float rounding alone would not give exact ties
+    cos[:3] = 1.0  # the three identical pairs tie exactly
+    assert cos[5] == 0.0  # identical but zero: stays 0
+    expected = 100 * spearmanr(pairs.scores, cos)[0]
+    assert result["STSBenchmark"]["spearman"] == pytest.approx(expected, abs=1e-12)
+
+
 def test_average_rounds_each_task_first():
     tasks = {"STS12": {"spearman": 70.004}, "STS13": {"spearman": 70.004}, "STS14": {"spearman": 80.016}}
     assert average(tasks) == pytest.approx((70.0 + 70.0 + 80.02) / 3)

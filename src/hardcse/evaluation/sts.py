@@ -4,7 +4,8 @@ The protocol is that of the SentEval fork used by SimCSE, ClusterNS and HSimCSE
 (``spec/METHODS.md`` section 6):
 
 * each pair is scored by the **cosine similarity** of its two sentence embeddings (NaN
-  embedding entries and NaN cosines become 0, as in SentEval);
+  embedding entries and NaN cosines become 0, as in SentEval; two identical sentences score
+  exactly 1, so the 61 such pairs of STS12 tie rather than being ranked by rounding noise);
 * a task's number is the **Spearman correlation x 100** with the gold scores;
 * STS12-16 aggregate their sub-datasets with ``all`` (one Spearman over the concatenated
   sub-datasets: the papers' setting and the default), ``mean`` (unweighted mean of the
@@ -223,7 +224,8 @@ def score_tasks(
 ) -> dict[str, dict]:
     """Score already loaded tasks: ``{task: {"spearman", "pairs", "subsets"}}`` (Spearman x 100).
 
-    Every distinct sentence over all tasks is encoded exactly once.
+    Every distinct sentence over all tasks is encoded exactly once; a pair of two identical
+    sentences scores exactly 1.
     """
     aggregation = check_aggregation(aggregation)
     index: dict[str, int] = {}
@@ -241,7 +243,11 @@ def score_tasks(
         scored = {}
         for subset, pairs in subsets.items():
             idx1, idx2 = positions[task, subset]
-            scored[subset] = (pairs.scores, cosine_rows(embeddings[idx1], embeddings[idx2]))
+            cosine = cosine_rows(embeddings[idx1], embeddings[idx2])
+            # Two identical sentences: exactly 1 (unless the vector is zero/NaN: 0, as SentEval), so
+            # such pairs tie instead of being ordered by last-bit rounding (STS12 has 61 of them).
+            cosine[(idx1 == idx2) & (cosine != 0)] = 1.0
+            scored[subset] = (pairs.scores, cosine)
         results[task] = aggregate(scored, aggregation)
     return results
 

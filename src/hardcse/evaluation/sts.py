@@ -49,6 +49,7 @@ from hardcse.data.sts import (
     load_tasks,
 )
 from hardcse.errors import ConfigError
+from hardcse.models.encoder import position_limit
 
 try:  # sentence-transformers >= 5.4
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
@@ -120,27 +121,6 @@ def aggregate(subsets: Mapping[str, tuple[np.ndarray, np.ndarray]], aggregation:
     else:  # "mean", or "all" with a single subset
         value = float(np.mean(values))
     return {"spearman": value, "pairs": int(sizes.sum()), "subsets": per_subset}
-
-
-def position_limit(model: SentenceTransformer) -> int | None:
-    """The longest input (in tokens) the model's position embeddings allow, if known.
-
-    ``max_position_embeddings`` of the transformer config, minus the offset of models whose
-    positions start after the padding index (RoBERTa, MPNet: 514 -> 512).
-    """
-    auto_model = getattr(model[0], "auto_model", None)
-    config = getattr(auto_model, "config", None)
-    if config is None:
-        return None
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int) or limit <= 0:
-        return None
-    padding_idx = getattr(getattr(auto_model, "embeddings", None), "padding_idx", None)
-    if isinstance(padding_idx, int) and padding_idx >= 0:
-        limit -= padding_idx + 1
-    return limit
 
 
 @contextmanager

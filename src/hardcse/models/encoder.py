@@ -83,12 +83,22 @@ def export_model(
         clean.max_seq_length = old
 
 
-def position_limit(model: SentenceTransformer) -> int:
-    """The longest input the transformer accepts (its position embeddings)."""
-    # The tokenizer's model_max_length follows max_seq_length (32 in training), so read the config.
-    config = getattr(getattr(model[0], "auto_model", None), "config", None)
-    limit = getattr(config, "max_position_embeddings", None) or 512
-    # RoBERTa reserves two positions for the padding offset.
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        limit -= 2
-    return int(limit)
+def position_limit(model: SentenceTransformer) -> int | None:
+    """The longest input (in tokens) the model's position embeddings allow, if known.
+
+    ``max_position_embeddings`` of the transformer config, minus the offset of models whose
+    positions start after the padding index (RoBERTa, MPNet: 514 -> 512).
+    """
+    auto_model = getattr(model[0], "auto_model", None)
+    config = getattr(auto_model, "config", None)
+    if config is None:
+        return None
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit <= 0:
+        return None
+    padding_idx = getattr(getattr(auto_model, "embeddings", None), "padding_idx", None)
+    if isinstance(padding_idx, int) and padding_idx >= 0:
+        limit -= padding_idx + 1
+    return limit

@@ -180,7 +180,7 @@ def train(
         dropout=config.dropout,
         trust_remote_code=config.trust_remote_code,
     )
-    eval_len = position_limit(model)
+    eval_len = position_limit(model) or config.max_seq_length
     model_name = display_name(config.model)
     loss, extra_callbacks = build_objective(config, model, sentences)
     create_output(out, overwrite=overwrite, resume=resume)

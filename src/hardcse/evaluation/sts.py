@@ -285,7 +285,8 @@ def evaluate_model(
         show_progress: show the encoding progress bar.
         model_name: the name stored in the result (default: the transformer's name or path).
         pooling: the pooling name stored in the result (default: read from the model).
-        data: tasks already loaded with :func:`hardcse.data.sts.load_tasks` (skips reading files).
+        data: tasks already loaded with :func:`hardcse.data.sts.load_tasks` with the same
+            ``split`` (skips reading files).
 
     Returns:
         ``{"model", "pooling", "aggregation", "split", "tasks": {task: {"spearman", "pairs",

@@ -109,9 +109,7 @@ def _batch(z1: torch.Tensor, z2: torch.Tensor, ids=IDS, step: int = 0) -> Contra
 # -- adversarial positive --------------------------------------------------------------------
 def test_adversarial_step_is_the_raw_gradient_times_step():
     adv = AdversarialPositive(step_size=3.0, init="zero", iters=1)
-    z_hat, start = adv(
-        torch.tensor(Z1, dtype=torch.float32), torch.tensor(Z2, dtype=torch.float32), TAU, step=0
-    )
+    z_hat, start = adv(torch.tensor(Z1, dtype=torch.float32), torch.tensor(Z2, dtype=torch.float32), TAU, step=0)
     grad = _hand_adv_gradient(Z2, Z1, TAU)
     move = (z_hat - start).double().numpy()
     assert np.allclose(start.numpy(), Z2, atol=1e-7)
@@ -119,9 +117,7 @@ def test_adversarial_step_is_the_raw_gradient_times_step():
     # direction = gradient direction (ascent), size = 3 * |grad|
     for i in range(3):
         assert _cos(move[i], grad[i]) > 0.9999
-        assert math.isclose(
-            np.linalg.norm(move[i]), 3.0 * np.linalg.norm(grad[i]), rel_tol=1e-4, abs_tol=1e-6
-        )
+        assert math.isclose(np.linalg.norm(move[i]), 3.0 * np.linalg.norm(grad[i]), rel_tol=1e-4, abs_tol=1e-6)
     assert not z_hat.requires_grad
 
 
@@ -153,6 +149,15 @@ def test_adversarial_step_leaves_the_training_graph_alone():
     with torch.no_grad():  # also works under no_grad (evaluation forwards)
         z_hat, _ = AdversarialPositive(3.0, "zero", 1)(z1, z2, TAU, step=0)
     assert z1.grad is None and z2.grad is None and not z_hat.requires_grad
+
+
+def test_adversarial_step_is_fp32_under_autocast():
+    z1 = torch.tensor(Z1, dtype=torch.float32)
+    z2 = torch.tensor(Z2, dtype=torch.float32)
+    plain, _ = AdversarialPositive(3.0, "zero", 1)(z1, z2, TAU, step=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = AdversarialPositive(3.0, "zero", 1)(z1, z2, TAU, step=0)
+    assert mixed.dtype == torch.float32 and torch.allclose(plain, mixed, atol=1e-6)
 
 
 # -- negatives -------------------------------------------------------------------------------

@@ -230,9 +230,7 @@ class _Hasher(torch.nn.Module):
 
 
 def _dist_worker(rank: int, world: int, init_file: str, out_dir: str, texts: list[str]) -> None:
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         bank = encode_corpus(_Hasher(), texts, batch_size=2, mode="official", show_progress=False)
         np.save(os.path.join(out_dir, f"bank{rank}.npy"), bank)

@@ -22,6 +22,11 @@ sentences in the whole training corpus. This module holds that corpus "memory ba
   :meth:`CorpusIndex.search` excludes, for each query, the query's own corpus row **and every
   exact duplicate of its text** (rows sharing a :func:`duplicate_groups` id), which the official
   code tried to do by comparing token ids and got wrong (METHODS.md §4.2, §4.7-3).
+
+Scale (``benchmarks/retrieval_scale.py``, 1M x 384 synthetic bank, 64 queries, k=7, one faiss
+thread on a busy 2-core CPU): exact search 5.5 s per step; IVF (nlist 4000) 27 ms at nprobe 8
+(recall@7 0.92) and 76 ms at nprobe 32 (recall 1.00); HNSW (M 32) needed efSearch > 128 for
+recall 0.9 on that data. For corpora of ~10^6 sentences on CPU use ``ivf``.
 """
 
 from __future__ import annotations
@@ -184,7 +189,7 @@ def _storage_view(index: Any, n: int, d: int) -> np.ndarray:
     return np.asarray(view)
 
 
-def bank_fingerprint(vectors: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def bank_fingerprint(vectors: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Cheap float64 summary of a bank: ``[n, d, sum(v), sum(v * w)]`` with a fixed ``w``.
 
     Used to check, on resume, that a rebuilt bank is the one the run started with.
@@ -235,9 +240,7 @@ class CorpusIndex:
         if kind not in INDEX_KINDS:
             raise ConfigError(f"unknown index kind '{kind}'; choose one of {', '.join(INDEX_KINDS)}.")
         self.kind = kind
-        self.duplicate_group = (
-            None if duplicate_group is None else np.asarray(duplicate_group, dtype=np.int64)
-        )
+        self.duplicate_group = None if duplicate_group is None else np.asarray(duplicate_group, dtype=np.int64)
         self.nlist = nlist
         self.nprobe = nprobe
         self.ivf_train_size = ivf_train_size
@@ -372,9 +375,7 @@ class CorpusIndex:
             if rows.shape[0] != b:
                 raise ValueError(f"exclude_ids must hold one row id per query ({b}), got {rows.shape[0]}.")
             if rows.size and (rows.min() < 0 or rows.max() >= n):
-                raise ValueError(
-                    f"exclude_ids must be corpus rows in [0, {n}), got {rows.min()}..{rows.max()}."
-                )
+                raise ValueError(f"exclude_ids must be corpus rows in [0, {n}), got {rows.min()}..{rows.max()}.")
             if self.duplicate_group is not None:
                 own = self.duplicate_group[rows]
                 extra = int(self._group_size[own].max()) if b else 0
@@ -387,9 +388,7 @@ class CorpusIndex:
         scores, ids = self.index.search(queries, kk)
         valid = ids >= 0
         if own is not None:
-            hit_group = (
-                self.duplicate_group[np.where(valid, ids, 0)] if self.duplicate_group is not None else ids
-            )
+            hit_group = self.duplicate_group[np.where(valid, ids, 0)] if self.duplicate_group is not None else ids
             valid &= hit_group != own[:, None]
         # Stable sort puts admissible hits first, keeping faiss' score order among them.
         order = np.argsort(~valid, axis=1, kind="stable")[:, :k]

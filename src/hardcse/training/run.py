@@ -77,7 +77,7 @@ def create_output(out: Path, overwrite: bool, resume: bool) -> None:
 
 
 def build_objective(
-    config: TrainConfig, model: SentenceTransformer, sentences: list[str]
+    config: TrainConfig, model: SentenceTransformer, sentences: list[str], show_progress: bool = True
 ) -> tuple[ContrastiveLoss, list[TrainerCallback]]:
     """The recipe's loss (parts composed on the contrastive frame) and its extra callbacks."""
     parts: list[Part] = []
@@ -93,7 +93,9 @@ def build_objective(
         from hardcse.objectives.hsimcse import HSimCSEConfig, build_hsimcse
 
         cfg = _method_config(HSimCSEConfig, config.hsimcse, "hsimcse")
-        parts, callbacks = build_hsimcse(cfg, model, sentences, batch_size=config.eval_batch_size)
+        parts, callbacks = build_hsimcse(
+            cfg, model, sentences, batch_size=config.eval_batch_size, show_progress=show_progress
+        )
     loss = ContrastiveLoss(model, parts=parts, temperature=config.temperature)
     return loss, callbacks
 
@@ -182,7 +184,7 @@ def train(
     )
     eval_len = position_limit(model) or config.max_seq_length
     model_name = display_name(config.model)
-    loss, extra_callbacks = build_objective(config, model, sentences)
+    loss, extra_callbacks = build_objective(config, model, sentences, show_progress=show_progress)
     create_output(out, overwrite=overwrite, resume=resume)
     atomic_write_text(out / "config.yaml", dump_yaml(config))
 

@@ -35,12 +35,9 @@ from hardcse.evaluation.sts import evaluate_model
 from hardcse.models.encoder import build_training_model
 
 
-def run_st(sentences: list[str], steps: int, seed: int, out: Path) -> tuple[StepTimer, SentenceTransformer]:
-    torch.manual_seed(seed)
-    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
-    dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
-    timer = StepTimer()
-    args = SentenceTransformerTrainingArguments(
+def plain_args(out: Path, steps: int, seed: int) -> SentenceTransformerTrainingArguments:
+    """The cpu preset's optimisation (batch 64, lr 3e-5, linear decay, no warm-up, clip 1.0), no eval/save."""
+    return SentenceTransformerTrainingArguments(
         output_dir=str(out),
         max_steps=steps,
         per_device_train_batch_size=64,
@@ -57,6 +54,14 @@ def run_st(sentences: list[str], steps: int, seed: int, out: Path) -> tuple[Step
         report_to="none",
         disable_tqdm=True,
     )
+
+
+def run_st(sentences: list[str], steps: int, seed: int, out: Path) -> tuple[StepTimer, SentenceTransformer]:
+    torch.manual_seed(seed)
+    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
+    dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
+    timer = StepTimer()
+    args = plain_args(out, steps, seed)
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
@@ -68,9 +73,7 @@ def run_st(sentences: list[str], steps: int, seed: int, out: Path) -> tuple[Step
     return timer, model
 
 
-def time_alternating(
-    sentences: list[str], rounds: int, steps: int, seed: int, out: Path
-) -> tuple[list, list]:
+def time_alternating(sentences: list[str], rounds: int, steps: int, seed: int, out: Path) -> tuple[list, list]:
     """Median step time of each side in alternating short runs (same batches, same settings).
 
     The machine is shared and noisy; alternating rounds expose both sides to the same load.
@@ -81,9 +84,7 @@ def time_alternating(
     for r in range(rounds):
         for side in ("st", "hardcse"):
             torch.manual_seed(seed)
-            model = build_training_model(
-                "default", pooling="cls", max_seq_length=32, mlp_head=side == "hardcse"
-            )
+            model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=side == "hardcse")
             if side == "st":
                 dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
                 loss = MultipleNegativesRankingLoss(model, scale=20.0)
@@ -91,22 +92,7 @@ def time_alternating(
                 dataset = Dataset.from_dict({"text": sentences, "label": list(range(len(sentences)))})
                 loss = ContrastiveLoss(model, temperature=0.05)
             timer = StepTimer()
-            args = SentenceTransformerTrainingArguments(
-                output_dir=str(out / f"t{r}{side}"),
-                max_steps=steps,
-                per_device_train_batch_size=64,
-                learning_rate=3e-5,
-                lr_scheduler_type="linear",
-                warmup_steps=0,
-                max_grad_norm=1.0,
-                seed=seed,
-                data_seed=seed,
-                save_strategy="no",
-                eval_strategy="no",
-                logging_steps=1,
-                report_to="none",
-                disable_tqdm=True,
-            )
+            args = plain_args(out / f"t{r}{side}", steps, seed)
             SentenceTransformerTrainer(
                 model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[timer]
             ).train()
@@ -130,9 +116,7 @@ def main() -> None:
         t0 = time.perf_counter()
         st_timer, st_model = run_st(sentences, args.steps, args.seed, work / "st")
         st_model.eval()
-        st_scores = evaluate_model(
-            st_model, data_dir=data, show_progress=False, model_name="st-mnrl", pooling="cls"
-        )
+        st_scores = evaluate_model(st_model, data_dir=data, show_progress=False, model_name="st-mnrl", pooling="cls")
         st_wall = time.perf_counter() - t0
 
         hc_timer = StepTimer()
@@ -149,20 +133,14 @@ def main() -> None:
         )
         results = train(cfg, overwrite=True, show_progress=False, callbacks=[hc_timer])
         hc_wall = time.perf_counter() - t0
-        st_rounds, hc_rounds = time_alternating(
-            sentences, args.rounds, args.round_steps, args.seed, work / "timing"
-        )
+        st_rounds, hc_rounds = time_alternating(sentences, args.rounds, args.round_steps, args.seed, work / "timing")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     st_step, hc_step = st_timer.median(), hc_timer.median()
-    print(
-        f"steps: {args.steps}, batch 64, lr 3e-5, seed {args.seed}, torch threads {torch.get_num_threads()}"
-    )
+    print(f"steps: {args.steps}, batch 64, lr 3e-5, seed {args.seed}, torch threads {torch.get_num_threads()}")
     print(f"sentence-transformers MNRL (s, s): median step {st_step:.3f} s  (run incl. eval {st_wall:.0f} s)")
-    print(
-        f"hardcse simcse                   : median step {hc_step:.3f} s  (run incl. evals {hc_wall:.0f} s)"
-    )
+    print(f"hardcse simcse                   : median step {hc_step:.3f} s  (run incl. evals {hc_wall:.0f} s)")
     print(f"step-time ratio in the full runs (hardcse / ST): {hc_step / st_step:.3f}")
     print(f"alternating timing, {args.rounds} rounds x {args.round_steps} steps per side:")
     for i, (a, b) in enumerate(zip(st_rounds, hc_rounds, strict=True)):

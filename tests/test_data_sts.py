@@ -109,9 +109,7 @@ def test_load_tasks_defaults_to_all_seven(data_dir):
 
 
 def test_task_aliases_are_case_insensitive():
-    assert (
-        canonical_task("STS-B") == canonical_task("stsb") == canonical_task("StsBenchmark") == "STSBenchmark"
-    )
+    assert canonical_task("STS-B") == canonical_task("stsb") == canonical_task("StsBenchmark") == "STSBenchmark"
     assert canonical_task("SICK-R") == canonical_task("sickr") == "SICKRelatedness"
     assert canonical_task("sts12") == "STS12"
     assert all(key == key.lower() for key in TASK_ALIASES)
@@ -217,9 +215,7 @@ def test_malformed_gold_score_names_file_and_line(tmp_path):
     (folder / "STS.gs.OnWN.txt").write_text("1.0\n2.0\nabc\n4.0\n")
     with pytest.raises(DataError) as err:
         load_task("STS13", tmp_path)
-    assert str(err.value).startswith(
-        f"{folder / 'STS.gs.OnWN.txt'}, line 3: gold score 'abc' is not a number"
-    )
+    assert str(err.value).startswith(f"{folder / 'STS.gs.OnWN.txt'}, line 3: gold score 'abc' is not a number")
 
 
 def test_nan_gold_score_is_malformed(tmp_path):

@@ -63,9 +63,7 @@ SICK_URLS: dict[str, str] = {
     "SICK_trial.txt": f"{_SICK}/sick_trial.zip",
     "SICK_test_annotated.txt": f"{_SICK}/sick_test_annotated.zip",
 }
-CORPUS_URL = (
-    "https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main/wiki1m_for_simcse.txt"
-)
+CORPUS_URL = "https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main/wiki1m_for_simcse.txt"
 CORPUS_FILE = Path("corpus") / "wiki1m_for_simcse.txt"
 
 #: Seconds without data before a download is given up.

@@ -203,9 +203,7 @@ def task_files(task: str, split: str = "test") -> list[Path]:
     return [Path("SICK") / _SICK_FILES[split]]
 
 
-def missing_files(
-    tasks: Iterable[str], data_dir: str | Path | None = None, split: str = "test"
-) -> list[Path]:
+def missing_files(tasks: Iterable[str], data_dir: str | Path | None = None, split: str = "test") -> list[Path]:
     """The files (absolute paths) that ``tasks`` need and that do not exist under the data directory."""
     root = senteval_root(data_dir)
     missing: list[Path] = []
@@ -252,9 +250,7 @@ def load_task(task: str, data_dir: Path | str | None = None, split: str = "test"
     if task in STS_SUBSETS:
         folder = root / "STS" / f"{task}-en-test"
         result = {
-            subset: _read_sts_subset(
-                subset, folder / f"STS.input.{subset}.txt", folder / f"STS.gs.{subset}.txt"
-            )
+            subset: _read_sts_subset(subset, folder / f"STS.input.{subset}.txt", folder / f"STS.gs.{subset}.txt")
             for subset in STS_SUBSETS[task]
         }
     elif task == "STSBenchmark":

@@ -3,21 +3,13 @@ and nothing an earlier run wrote is lost."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-
-from hardcse.cli import main
+from test_cli_evaluate import run_cli as run_entry_point
 
 
 def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["hardcse", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, capsys.readouterr().err
+    code, _, err = run_entry_point(args, monkeypatch, capsys)
+    return code, err
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_bert
+from tiny import make_tiny_training_model
 from transformers import TrainerState
 
 from hardcse.errors import ConfigError
@@ -329,13 +329,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from hardcse.models.encoder import build_training_model
-
-    path = make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
-    torch.manual_seed(1)
-    model = build_training_model(str(path), pooling="cls", max_seq_length=32, mlp_head=True)
-    model.train()
-    return model
+    return make_tiny_training_model(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 def test_official_bank_comes_from_the_backbone_without_head(tiny_model):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_bert
+from tiny import make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.index import CorpusIndex, duplicate_groups, encode_corpus, head_applied
@@ -151,13 +151,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from hardcse.models.encoder import build_training_model
-
-    path = make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
-    torch.manual_seed(1)
-    model = build_training_model(str(path), pooling="cls", max_seq_length=32, mlp_head=True)
-    model.train()
-    return model
+    return make_tiny_training_model(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 def _manual_cls(model, sentences: list[str]) -> torch.Tensor:

@@ -38,3 +38,16 @@ def make_tiny_bert(path: Path, hidden: int = 32, layers: int = 2, dropout: float
     torch.manual_seed(0)
     BertModel(config).save_pretrained(str(path))
     return path
+
+
+def make_tiny_training_model(path: Path):
+    """The tiny BERT as a training model (CLS + train-only head), seeded, in train mode."""
+    import torch
+
+    from hardcse.models.encoder import build_training_model
+
+    make_tiny_bert(path)
+    torch.manual_seed(1)
+    model = build_training_model(str(path), pooling="cls", max_seq_length=32, mlp_head=True)
+    model.train()
+    return model

@@ -171,6 +171,17 @@ def _folder_with(files: Iterable[str], predicate: Callable[[str], bool], archive
     return sorted(folders, key=len)[0]
 
 
+def _swap_in_complete(staged: Path, target: Path, archive: Path, expected: list[str]) -> None:
+    """Swap ``staged`` in for ``target`` if it holds every ``expected`` file, else one DataError."""
+    missing = [n for n in expected if not (staged / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{archive.name} lacks {', '.join(missing)}; the release may have changed, so point "
+            "--data-dir to an existing copy."
+        )
+    _swap_in(staged, target)
+
+
 def _swap_in(staged: Path, target: Path) -> None:
     """Replace ``target`` by the fully written folder ``staged``."""
     old = target.with_name(f".{target.name}.old")
@@ -213,18 +224,8 @@ def arrange_sts_year(task: str, archive: Path, root: Path) -> Path:
             elif task == "STS16" and name.startswith("STS2016.gs."):
                 name = "STS." + name[len("STS2016.") :]
             (staged / name).write_bytes(data)
-        missing = [
-            n
-            for s in STS_SUBSETS[task]
-            for n in (f"STS.input.{s}.txt", f"STS.gs.{s}.txt")
-            if not (staged / n).is_file()
-        ]
-        if missing:
-            raise DataError(
-                f"{archive.name} lacks {', '.join(missing)}; the release may have changed, so point "
-                "--data-dir to an existing copy."
-            )
-        _swap_in(staged, target)
+        expected = [n for s in STS_SUBSETS[task] for n in (f"STS.input.{s}.txt", f"STS.gs.{s}.txt")]
+        _swap_in_complete(staged, target, archive, expected)
     finally:
         if staged.exists():
             shutil.rmtree(staged)
@@ -253,13 +254,7 @@ def arrange_stsb(archive: Path, root: Path) -> Path:
             pure = PurePosixPath(path)
             if str(pure.parent) == folder and pure.suffix in (".csv", ".txt"):
                 (staged / pure.name).write_bytes(data)
-        missing = [n for n in ("sts-train.csv", "sts-dev.csv", "sts-test.csv") if not (staged / n).is_file()]
-        if missing:
-            raise DataError(
-                f"{archive.name} lacks {', '.join(missing)}; the release may have changed, so point "
-                "--data-dir to an existing copy."
-            )
-        _swap_in(staged, target)
+        _swap_in_complete(staged, target, archive, ["sts-train.csv", "sts-dev.csv", "sts-test.csv"])
     finally:
         if staged.exists():
             shutil.rmtree(staged)

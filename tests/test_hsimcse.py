@@ -25,6 +25,7 @@ from hardcse.objectives.hsimcse import (
     HSimCSEConfig,
     HSimCSEPart,
     InBatchHardestNegative,
+    bank_sample,
     build_hsimcse,
 )
 from hardcse.training.index_refresh import IndexRefreshCallback
@@ -210,7 +211,7 @@ def test_quadruplet_value_gradient_and_diagnostics():
     step = np.linalg.norm(z_hat - Z2, axis=1).mean()
     assert math.isclose(d["adv_displacement"], step, rel_tol=1e-4)
     assert math.isclose(d["adv_norm_offset"], step, rel_tol=1e-4)  # zero offset: same move
-    assert d["retrieval_ms"] >= 0 and d["index_refresh_s"] == 0.0
+    assert d["retrieval_ms"] >= 0 and d["index_build_s"] == 0.0
 
     # Gradient: a hand loss in which z_hat and n_bar are constants gives the same gradients
     # (so neither carries gradient); z2 gets gradient only through m.
@@ -387,7 +388,7 @@ def test_refresh_callback_rebuilds_every_r_steps_and_on_resume(tiny_model):
     z = torch.randn(3, 32)
     batch = _batch(z, z, ids=[0, 1, 2])
     part(batch)
-    assert batch.diagnostics["index_refresh_s"] > 0  # reported once, on the next step
+    assert batch.diagnostics["index_build_s"] > 0  # cumulative build seconds
     state.global_step = 20  # the last step: no rebuild
     callback.on_step_end(None, state, None, model=tiny_model)
     assert int(part.refresh_count) == 1
@@ -404,3 +405,34 @@ def test_refresh_callback_rebuilds_every_r_steps_and_on_resume(tiny_model):
     assert np.array_equal(banks[0], banks[1])
     with torch.no_grad():
         tiny_model[2].linear.weight.div_(3.0)
+
+
+def test_bank_sample_keeps_corpus_order_and_maps_duplicates():
+    corpus = ["a", "b", "a", "c", "d", "e", "f", "g"]
+    bank, bank_row = bank_sample(corpus, 4, seed=3)
+    rows = np.sort(np.random.default_rng(3).choice(8, size=4, replace=False))
+    assert bank == [corpus[i] for i in rows]
+    for i, text in enumerate(corpus):
+        # every corpus row maps to a bank row with its text (a duplicate's counts), else -1
+        assert (bank[bank_row[i]] == text) if text in bank else bank_row[i] == -1
+    assert bank_sample(corpus, None, 3) == (corpus, None) and bank_sample(corpus, 8, 3) == (corpus, None)
+    with pytest.raises(ConfigError):
+        HSimCSEConfig(bank_size=0).validate()
+
+
+def test_sampled_bank_excludes_self_through_the_row_map(tiny_model):
+    cfg = _config(k=3, bank_size=5)
+    parts, _ = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
+    part = parts[0]
+    assert part.index.size == 5 and float(part.build_seconds) > 0
+    bank, bank_row = bank_sample(SENTENCES, 5, cfg.seed)
+    vectors = torch.from_numpy(part.index.vectors.copy())
+    in_bank = [i for i in range(len(SENTENCES)) if bank_row[i] >= 0]
+    # Query with each sampled sentence's own bank vector: without exclusion it would be its own top hit.
+    queries = vectors[bank_row[in_bank]]
+    part.corpus(queries, torch.tensor(in_bank))
+    for b, i in enumerate(in_bank):
+        assert bank_row[i] not in part.corpus.last_ids[b].tolist()
+    assert bank == [
+        SENTENCES[i] for i in np.sort(np.random.default_rng(cfg.seed).choice(len(SENTENCES), 5, replace=False))
+    ]

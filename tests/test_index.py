@@ -240,3 +240,13 @@ def test_distributed_encoding_gathers_the_same_full_bank(tmp_path: Path):
     single = encode_corpus(_Hasher(), texts, batch_size=3, mode="official", show_progress=False)
     for rank in range(2):
         assert np.allclose(np.load(tmp_path / f"bank{rank}.npy"), single, atol=1e-6)
+
+
+def test_a_minus_one_row_excludes_nothing():
+    bank = _unit(6, 4)
+    index = CorpusIndex("flat", duplicate_group=duplicate_groups(["a", "b", "a", "c", "d", "e"])).build(bank)
+    _, ids, _ = index.search(bank[[0, 0]], k=6, exclude_ids=np.array([-1, 0]))
+    assert ids[0, 0] == 0 and sorted(ids[0].tolist()) == list(range(6))  # -1: nothing excluded
+    assert sorted(ids[1, :4].tolist()) == [1, 3, 4, 5] and ids[1, 4:].tolist() == [-1, -1]  # group {0, 2} out
+    with pytest.raises(ValueError):
+        index.search(bank[[0]], k=2, exclude_ids=[-2])

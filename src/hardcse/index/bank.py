@@ -346,8 +346,9 @@ class CorpusIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``k`` best corpus rows by inner product for each query, best first.
 
-        ``exclude_ids[b]`` is the corpus row of query ``b`` (or ``None``: no exclusion); that row
-        and every row with the same text (same duplicate group) never appear in query ``b``'s
+        ``exclude_ids[b]`` is the corpus row of query ``b`` (or ``None``: no exclusion; a row of
+        -1: nothing to exclude for that query, e.g. a sentence missing from a sampled bank); that
+        row and every row with the same text (same duplicate group) never appear in query ``b``'s
         results. faiss is asked for ``k + g`` hits, ``g`` = the largest duplicate group among the
         batch's rows, then excluded hits are dropped and the first ``k`` survivors kept
         (vectorised, no per-row loop). A row with fewer than ``k`` admissible hits is padded
@@ -374,13 +375,15 @@ class CorpusIndex:
             rows = np.asarray(exclude_ids, dtype=np.int64).reshape(-1)
             if rows.shape[0] != b:
                 raise ValueError(f"exclude_ids must hold one row id per query ({b}), got {rows.shape[0]}.")
-            if rows.size and (rows.min() < 0 or rows.max() >= n):
-                raise ValueError(f"exclude_ids must be corpus rows in [0, {n}), got {rows.min()}..{rows.max()}.")
+            if rows.size and (rows.min() < -1 or rows.max() >= n):
+                raise ValueError(f"exclude_ids must be corpus rows in [0, {n}) or -1, got {rows.min()}..{rows.max()}.")
+            present = rows >= 0
             if self.duplicate_group is not None:
-                own = self.duplicate_group[rows]
-                extra = int(self._group_size[own].max()) if b else 0
+                # -2 never equals a group id, so a -1 row excludes nothing.
+                own = np.where(present, self.duplicate_group[np.where(present, rows, 0)], -2)
+                extra = int(self._group_size[own[present]].max()) if present.any() else 0
             else:
-                own = rows
+                own = np.where(present, rows, -2)
                 extra = 1
         kk = min(k + extra, n)
         self._set_search_params(kk)

@@ -201,11 +201,13 @@ def score_tasks(
     aggregation: str = "all",
     batch_size: int = DEFAULT_BATCH_SIZE,
     show_progress: bool = False,
+    return_predictions: bool = False,
 ) -> dict[str, dict]:
     """Score already loaded tasks: ``{task: {"spearman", "pairs", "subsets"}}`` (Spearman x 100).
 
     Every distinct sentence over all tasks is encoded exactly once; a pair of two identical
-    sentences scores exactly 1.
+    sentences scores exactly 1. With ``return_predictions`` each task also gets
+    ``"predictions": {subset: (gold, cosine)}`` (float64 arrays, one entry per pair).
     """
     aggregation = check_aggregation(aggregation)
     index: dict[str, int] = {}
@@ -229,6 +231,8 @@ def score_tasks(
             cosine[(idx1 == idx2) & (cosine != 0)] = 1.0
             scored[subset] = (pairs.scores, cosine)
         results[task] = aggregate(scored, aggregation)
+        if return_predictions:
+            results[task]["predictions"] = scored
     return results
 
 
@@ -271,6 +275,7 @@ def evaluate_model(
     model_name: str | None = None,
     pooling: str | None = None,
     data: TaskData | None = None,
+    return_predictions: bool = False,
 ) -> dict:
     """Evaluate ``model`` on STS tasks the way the SimCSE-family papers do.
 
@@ -287,6 +292,8 @@ def evaluate_model(
         pooling: the pooling name stored in the result (default: read from the model).
         data: tasks already loaded with :func:`hardcse.data.sts.load_tasks` with the same
             ``split`` (skips reading files).
+        return_predictions: also return ``"predictions": {task: {subset: (gold, cosine)}}``, the
+            per-pair scores (numpy arrays, not JSON-serialisable; see :func:`save_predictions`).
 
     Returns:
         ``{"model", "pooling", "aggregation", "split", "tasks": {task: {"spearman", "pairs",
@@ -307,9 +314,10 @@ def evaluate_model(
     else:
         names = resolve_tasks(list(data) if tasks is None else tasks, split)
         data = {t: data[t] for t in names}
-    task_results = score_tasks(model, data, aggregation, batch_size, show_progress)
+    task_results = score_tasks(model, data, aggregation, batch_size, show_progress, return_predictions)
+    predictions = {t: r.pop("predictions") for t, r in task_results.items() if "predictions" in r}
     ordered = {t: task_results[t] for t in TASKS if t in task_results}
-    return {
+    result = {
         "model": model_name or _model_name(model),
         "pooling": pooling or describe_pooling(model),
         "aggregation": aggregation,
@@ -318,6 +326,36 @@ def evaluate_model(
         "avg": average(ordered),
         "seconds": time.perf_counter() - start,
     }
+    if return_predictions:
+        result["predictions"] = {t: predictions[t] for t in ordered}
+    return result
+
+
+def save_predictions(path: str | Path, predictions: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> None:
+    """Write ``{task: {subset: (gold, cosine)}}`` atomically as an ``.npz`` (keys ``task/subset/gold|cosine``)."""
+    import io
+
+    from hardcse.io import atomic_write_bytes
+
+    arrays = {}
+    for task, subsets in predictions.items():
+        for subset, (gold, cosine) in subsets.items():
+            arrays[f"{task}/{subset}/gold"] = np.asarray(gold, dtype=np.float64)
+            arrays[f"{task}/{subset}/cosine"] = np.asarray(cosine, dtype=np.float64)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_predictions(path: str | Path) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Read what :func:`save_predictions` wrote, in the order it was written."""
+    predictions: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            task, subset, kind = key.rsplit("/", 2)
+            if kind == "gold":
+                predictions.setdefault(task, {})[subset] = (npz[key], npz[f"{task}/{subset}/cosine"])
+    return predictions
 
 
 def _model_name(model: SentenceTransformer) -> str:

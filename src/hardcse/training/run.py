@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 METRIC = "eval_stsb_spearman"
 OUTPUTS = ("model", "config.yaml", "results.json", "results.md", "curves.png")
+PREDICTIONS = "test_predictions.npz"  # per-pair test cosines and gold scores, {task}/{subset}/{gold,cosine}
 
 
 def check_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
@@ -152,13 +153,17 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     callbacks: list[TrainerCallback] | None = None,
+    start: dict | None = None,
 ) -> dict:
     """Train, select on STS-B dev, export, evaluate and report; returns the ``results.json`` dict.
 
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects (timers, trackers).
+    ``start`` is the untrained encoder's evaluation (``start.json``: the test tasks plus
+    ``stsb_dev``) when the caller already has it, e.g. ``hardcse compare`` sharing it between runs.
+    The per-pair test cosines are saved as ``test_predictions.npz`` (for paired bootstraps).
     """
     from hardcse.data.paths import resolve_data_dir
-    from hardcse.evaluation.sts import STSEvaluator, evaluate_model
+    from hardcse.evaluation.sts import STSEvaluator, evaluate_model, save_predictions
 
     config.validate()
     started = time.perf_counter()
@@ -190,7 +195,9 @@ def train(
 
     # The untrained encoder's scores (kept across a resume).
     start_path = out / "start.json"
-    if resume and start_path.is_file():
+    if start is not None:
+        atomic_write_json(start_path, start)
+    elif resume and start_path.is_file():
         import json
 
         start = json.loads(start_path.read_text(encoding="utf-8"))
@@ -260,7 +267,9 @@ def train(
         show_progress=show_progress,
         model_name=str(out / "model"),
         pooling=config.pooling,
+        return_predictions=True,
     )
+    save_predictions(out / PREDICTIONS, test.pop("predictions"))
 
     results: dict[str, Any] = {
         "recipe": config.recipe,

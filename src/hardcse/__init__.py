@@ -11,12 +11,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["ContrastiveLoss", "TrainConfig", "evaluate", "train", "__version__"]
+__all__ = ["ContrastiveLoss", "TrainConfig", "compare", "evaluate", "train", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy: `import hardcse` stays fast and torch-free until something is used.
-    if name in ("train", "evaluate", "make_config"):
+    if name in ("train", "evaluate", "compare", "make_config"):
         from hardcse import api
 
         return getattr(api, name)

@@ -1,4 +1,4 @@
-"""The Python API: ``hardcse.train`` and ``hardcse.evaluate``."""
+"""The Python API: ``hardcse.train``, ``hardcse.evaluate`` and ``hardcse.compare``."""
 
 from __future__ import annotations
 
@@ -64,3 +64,38 @@ def evaluate(model: Any, **kwargs: Any) -> dict:
         model = load_sentence_model(name, pooling=kwargs.pop("pooling", None))
         kwargs.setdefault("model_name", name)
     return evaluate_model(model, **kwargs)
+
+
+def compare(
+    recipes: str | list[str] = "simcse,clusterns,hsimcse",
+    seeds: int | str | list[int] = 3,
+    preset: str = "cpu",
+    output: str | Path = "runs/compare",
+    *,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    **overrides: Any,
+) -> dict:
+    """Train every recipe x seed into ``output`` (finished runs are skipped) and write
+    ``report.md``, ``report.json`` and ``curves.png`` there; returns the report's contents.
+
+    Keyword ``overrides`` are configuration keys for every run. Example::
+
+        import hardcse
+        report = hardcse.compare("simcse,clusterns", seeds=3, output="runs/cmp", steps=100)
+        print(report["recipes"]["clusterns"]["vs_baseline"])
+
+    See :func:`hardcse.comparison.run_comparison`.
+    """
+    from hardcse.comparison import run_comparison
+
+    return run_comparison(
+        recipes,
+        seeds=seeds,
+        preset=preset,
+        output=output,
+        overrides=overrides,
+        overwrite=overwrite,
+        show_progress=show_progress,
+        log=print if show_progress else None,
+    )

@@ -1,0 +1,344 @@
+"""The comparison report: ``report.json`` (every number), ``report.md`` (tables) and ``curves.png``
+(STS-B dev against step, mean over seeds with a min-max band, one colour per recipe)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hardcse.comparison.runner import RunSpec
+from hardcse.comparison.stats import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    bootstrap_averages,
+    bootstrap_summary,
+    mean_std,
+    paired_ttest,
+)
+from hardcse.errors import ConfigError
+from hardcse.io import atomic_write_json, atomic_write_text, atomic_write_with
+
+Predictions = Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]
+
+
+def _flatten(predictions: Predictions, tasks: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per task, the subsets concatenated (the ``all`` aggregation): ``(gold, cosine)`` dicts."""
+    gold, cosine = {}, {}
+    for task in tasks:
+        if task not in predictions:
+            raise ConfigError(f"the test predictions lack task {task}; delete test_predictions.npz to recompute them.")
+        subsets = list(predictions[task].values())
+        gold[task] = np.concatenate([np.asarray(g, dtype=np.float64) for g, _ in subsets])
+        cosine[task] = np.concatenate([np.asarray(c, dtype=np.float64) for _, c in subsets])
+    return gold, cosine
+
+
+def _stat(values: Sequence[float]) -> dict[str, Any]:
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "values": [float(v) for v in values]}
+
+
+def summarize(
+    plan: Sequence[RunSpec],
+    results: Mapping[str, dict],
+    predictions: Mapping[str, Predictions],
+    infos: Mapping[str, dict] | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
+    """Every number of the report (what ``report.json`` holds), from the finished runs.
+
+    ``plan`` gives the recipes (first = baseline) and seeds; ``results`` and ``predictions`` are
+    keyed by run name (``<label>-s<seed>``).
+    """
+    labels = list(dict.fromkeys(spec.label for spec in plan))
+    seeds = list(dict.fromkeys(spec.seed for spec in plan))
+    by_label: dict[str, list[RunSpec]] = {label: [s for s in plan if s.label == label] for label in labels}
+    first = results[plan[0].name]
+    tasks = list(first["test"]["tasks"])
+    for spec in plan:
+        if list(results[spec.name]["test"]["tasks"]) != tasks:
+            raise ConfigError(
+                f"run '{spec.name}' was scored on other test tasks than '{plan[0].name}'; "
+                "a comparison needs the same test tasks (test_tasks) for every recipe."
+            )
+
+    # Paired bootstrap: one set of draws shared by every run (the draws depend only on the seed
+    # and the task sizes), each run's task-average Spearman per resample.
+    gold, _ = _flatten(predictions[plan[0].name], tasks)
+    flat: dict[str, dict[str, np.ndarray]] = {}
+    for spec in plan:
+        run_gold, cosine = _flatten(predictions[spec.name], tasks)
+        if any(not np.array_equal(run_gold[t], gold[t]) for t in tasks):
+            raise ConfigError(
+                f"run '{spec.name}' was scored on other test pairs than '{plan[0].name}' (another data directory?); "
+                "a comparison needs the same test data for every recipe."
+            )
+        flat[spec.name] = cosine
+    names = [spec.name for spec in plan]
+    boot = bootstrap_averages(gold, [flat[n] for n in names], resamples=resamples, seed=bootstrap_seed)
+    boot_by_name = dict(zip(names, boot, strict=True))
+
+    baseline = labels[0]
+    recipes: dict[str, Any] = {}
+    for label in labels:
+        specs = by_label[label]
+        runs = [results[s.name] for s in specs]
+        entry: dict[str, Any] = {
+            "recipe": runs[0]["recipe"],
+            "tasks": {t: _stat([r["test"]["tasks"][t]["spearman"] for r in runs]) for t in tasks},
+            "avg": _stat([r["test"]["avg"] for r in runs]),
+            "stsb_dev_best": _stat([r["stsb_dev_best"] for r in runs]),
+            "runs": [],
+        }
+        for spec, r in zip(specs, runs, strict=True):
+            info = (infos or {}).get(spec.name, {})
+            entry["runs"].append(
+                {
+                    "name": spec.name,
+                    "seed": spec.seed,
+                    "avg": r["test"]["avg"],
+                    "stsb_dev_best": r["stsb_dev_best"],
+                    "best_step": r["best_step"],
+                    "steps": r["steps"],
+                    "train_seconds": info.get("train_seconds"),
+                    "seconds": r["seconds"],
+                    "resumed_from_step": info.get("resumed_from_step"),
+                }
+            )
+        if label != baseline:
+            base_runs = [results[s.name] for s in by_label[baseline]]
+            cand, base = [r["test"]["avg"] for r in runs], [r["test"]["avg"] for r in base_runs]
+            diffs = np.mean([boot_by_name[s.name] for s in specs], axis=0) - np.mean(
+                [boot_by_name[s.name] for s in by_label[baseline]], axis=0
+            )
+            entry["vs_baseline"] = {
+                "baseline": baseline,
+                "delta_avg": float(np.mean(cand) - np.mean(base)),
+                "delta_tasks": {
+                    t: entry["tasks"][t]["mean"]
+                    - float(np.mean([r["test"]["tasks"][t]["spearman"] for r in base_runs]))
+                    for t in tasks
+                },
+                "ttest_p": paired_ttest(cand, base),
+                "bootstrap": bootstrap_summary(diffs),
+            }
+        recipes[label] = entry
+
+    untrained = {}
+    for label in labels:
+        start = results[by_label[label][0].name]["start"]
+        untrained[label] = {
+            "tasks": {t: start["tasks"][t]["spearman"] for t in tasks if t in start.get("tasks", {})},
+            "avg": start.get("avg"),
+            "stsb_dev": start.get("stsb_dev"),
+        }
+    curves = {
+        label: {
+            str(s.seed): [
+                [e["step"], e["stsb_dev"]] for e in results[s.name]["history"] if e.get("stsb_dev") is not None
+            ]
+            for s in by_label[label]
+        }
+        for label in labels
+    }
+    return {
+        "preset": first.get("preset"),
+        "model": first.get("model"),
+        "seeds": seeds,
+        "baseline": baseline,
+        "tasks": tasks,
+        "metric": "Spearman x100 of cosine similarity; STS12-16 'all' aggregation, STS-B and SICK-R test",
+        "bootstrap": {"resamples": resamples, "seed": bootstrap_seed, "level": 0.95, "unit": "test pairs"},
+        "recipes": recipes,
+        "untrained": untrained,
+        "curves": curves,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _num(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _pm(stat: Mapping[str, Any]) -> str:
+    if stat["std"] is None:
+        return _num(stat["mean"])
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+
+
+def _pvalue(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    from hardcse.evaluation.sts import _markdown
+
+    return _markdown(header, rows, label_column=True)
+
+
+def format_report(summary: Mapping[str, Any]) -> str:
+    """``report.md``: scores (mean ± std over seeds), differences from the baseline, and the runs."""
+    from hardcse.data.sts import DISPLAY_NAMES
+
+    tasks = summary["tasks"]
+    names = [DISPLAY_NAMES.get(t, t) for t in tasks]
+    seeds = summary["seeds"]
+    n = len(seeds)
+    recipes = summary["recipes"]
+    baseline = summary["baseline"]
+    boot = summary["bootstrap"]
+
+    score_rows = []
+    starts = {
+        (round(u["avg"], 6) if u["avg"] is not None else None): label for label, u in summary["untrained"].items()
+    }
+    for label, u in summary["untrained"].items():
+        if len(starts) > 1 or label == baseline:
+            row_label = "untrained" if len(starts) == 1 else f"untrained ({label})"
+            score_rows.append([row_label, *(_num(u["tasks"].get(t)) for t in tasks), _num(u["avg"])])
+    for label, entry in recipes.items():
+        score_rows.append([label, *(_pm(entry["tasks"][t]) for t in tasks), _pm(entry["avg"])])
+
+    diff_rows = []
+    for label, entry in recipes.items():
+        vs = entry.get("vs_baseline")
+        if vs is None:
+            continue
+        b = vs["bootstrap"]
+        interval = "n/a" if b["low"] is None else f"[{b['low']:+.2f}, {b['high']:+.2f}]"
+        diff_rows.append(
+            [
+                label,
+                *(_num(vs["delta_tasks"][t], signed=True) for t in tasks),
+                _num(vs["delta_avg"], signed=True),
+                _pvalue(vs["ttest_p"]),
+                interval,
+                _num(b["p_le_0"], 3),
+            ]
+        )
+
+    run_rows = []
+    for entry in recipes.values():
+        for run in entry["runs"]:
+            seconds = _num(run["train_seconds"], 0)
+            if run["resumed_from_step"] is not None:
+                seconds += f" (resumed at step {run['resumed_from_step']})"
+            run_rows.append(
+                [
+                    run["name"],
+                    str(run["seed"]),
+                    _num(run["avg"]),
+                    _num(run["stsb_dev_best"]),
+                    f"{run['best_step']} / {run['steps']}",
+                    seconds,
+                    _num(run["seconds"], 0),
+                ]
+            )
+
+    lines = [
+        "# hardcse compare",
+        "",
+        f"- preset `{summary['preset']}`, model `{summary['model']}`; seeds {', '.join(map(str, seeds))}",
+        f"- {summary['metric']}; mean ± sample std over {n} seed{'s' if n != 1 else ''}",
+        "",
+        "## Test scores",
+        "",
+        _table(["Recipe", *names, "Avg"], score_rows),
+        "",
+        f"## Difference from {baseline}",
+        "",
+        f"Mean over seeds of (recipe - {baseline}), same seed paired. *t-test p*: two-sided paired t-test over"
+        f" seeds on Avg (n/a below 2 seeds). *bootstrap 95% CI* and *P(Δ≤0)*: paired bootstrap over test pairs"
+        f" ({boot['resamples']} resamples of every task's pairs, seed {boot['seed']}; the Avg difference per seed,"
+        " averaged over seeds); P(Δ≤0) is the fraction of resamples where the recipe is not better.",
+        "",
+        _table(["Recipe", *(f"Δ {x}" for x in names), "Δ Avg", "t-test p", "bootstrap 95% CI", "P(Δ≤0)"], diff_rows)
+        if diff_rows
+        else "(only one recipe)",
+        "",
+        "## Runs",
+        "",
+        "Best step is the checkpoint selected on STS-B dev (of the steps trained). Training s is the training"
+        " loop (dev evaluations included) of the session that finished the run; wall s also counts the"
+        " untrained and final evaluations.",
+        "",
+        _table(["Run", "seed", "Avg", "best dev", "best step", "training s", "wall s"], run_rows),
+        "",
+        "![STS-B dev against step](curves.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plot
+
+
+def plot_curves(summary: Mapping[str, Any], path: Path) -> None:
+    """STS-B dev against step for every recipe: mean over seeds (line) and min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xh<>"
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    n_seeds = len(summary["seeds"])
+    for i, (label, by_seed) in enumerate(summary["curves"].items()):
+        # Seeds may stop at different steps (early stopping): average whatever seeds reached a step.
+        points: dict[int, list[float]] = {}
+        for curve in by_seed.values():
+            for step, value in curve:
+                points.setdefault(int(step), []).append(float(value))
+        steps = sorted(points)
+        mean = np.array([np.mean(points[s]) for s in steps])
+        low = np.array([np.min(points[s]) for s in steps])
+        high = np.array([np.max(points[s]) for s in steps])
+        color = colors[i % len(colors)]
+        best = int(np.argmax(mean))
+        ax.plot(
+            steps,
+            mean,
+            color=color,
+            marker=markers[i % len(markers)],
+            markersize=5,
+            lw=2,
+            label=f"{label}  (best mean {mean[best]:.2f} at step {steps[best]})",
+        )
+        if n_seeds > 1:
+            ax.fill_between(steps, low, high, color=color, alpha=0.18, lw=0)
+    ax.set_xlabel("training step", fontsize=12)
+    ax.set_ylabel("STS-B dev Spearman x100", fontsize=12)
+    band = "; band: min-max over seeds" if n_seeds > 1 else ""
+    ax.set_title(
+        f"STS-B dev during training, mean of {n_seeds} seed{'s' if n_seeds != 1 else ''}{band}\n"
+        f"preset {summary['preset']}, {summary['model']} (step 0: untrained)",
+        fontsize=12,
+    )
+    ax.tick_params(labelsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=10, loc="lower right", framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130, format="png")
+    plt.close(fig)
+
+
+def write_report(output: str | Path, summary: Mapping[str, Any]) -> None:
+    """Write ``report.json``, ``report.md`` and ``curves.png`` into ``output`` (each atomically)."""
+    out = Path(output)
+    atomic_write_json(out / "report.json", summary)
+    atomic_write_text(out / "report.md", format_report(summary))
+    atomic_write_with(out / "curves.png", lambda tmp: plot_curves(summary, tmp))

@@ -1,0 +1,328 @@
+"""Planning and running every recipe x seed of a comparison, resumably.
+
+Each run goes through the same path as ``hardcse train`` (:func:`hardcse.api.make_config` +
+:func:`hardcse.training.run.train`) into ``DIR/<label>-s<seed>/``. A run is *finished* when its
+``results.json`` exists and its ``config.yaml`` is the configuration that would be run now
+(``output`` aside); finished runs are skipped, half-finished ones are continued from their last
+checkpoint (or restarted when they have none), so a comparison can be stopped and restarted.
+The untrained encoder's evaluation is the same for every run with the same model and test
+settings; it is computed once and kept as ``DIR/start-<key>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hardcse.errors import ConfigError
+from hardcse.io import atomic_write_json
+from hardcse.training.config import RECIPES, TrainConfig, dump_yaml
+
+#: Seeds used for ``--seeds N``: 42, 43, ... (42 is the default seed of ``hardcse train``).
+FIRST_SEED = 42
+#: Per-run bookkeeping written by the comparison (training seconds, resume step).
+RUN_INFO = "compare.json"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunSpec:
+    """One run of the comparison: a recipe (or YAML config) with one seed."""
+
+    label: str
+    seed: int
+    config: TrainConfig
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}-s{self.seed}"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.config.output)
+
+
+def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
+    """``3`` or ``"3"`` -> ``[42, 43, 44]``; ``"42,7"`` or ``[42, 7]`` -> that list (no duplicates)."""
+    if isinstance(seeds, str):
+        text = seeds.strip()
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds must be a count such as 3 or a list such as 42,43,44, got '{seeds}'.") from None
+        if len(values) == 1 and "," not in text:
+            seeds = values[0]
+        else:
+            seeds = values
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
+        return list(range(FIRST_SEED, FIRST_SEED + seeds))
+    values = [int(s) for s in seeds]
+    if not values:
+        raise ConfigError("--seeds is empty; give a count such as 3 or a list such as 42,43,44.")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--seeds lists a seed twice: {','.join(map(str, values))}.")
+    return values
+
+
+def parse_recipes(recipes: str | Sequence[str]) -> list[str]:
+    """``"simcse,clusterns"`` or a list -> the items, stripped, in order (at least one)."""
+    items = recipes.split(",") if isinstance(recipes, str) else list(recipes)
+    items = [str(item).strip() for item in items if str(item).strip()]
+    if not items:
+        raise ConfigError(f"--recipes is empty; name recipes ({', '.join(RECIPES)}) or YAML config files.")
+    return items
+
+
+def _is_yaml(item: str) -> bool:
+    return item.lower().endswith((".yaml", ".yml")) or Path(item).is_file()
+
+
+def recipe_label(item: str) -> str:
+    """The run-directory label of a recipe name or YAML file (its stem)."""
+    return Path(item).stem if _is_yaml(item) else item
+
+
+def plan_runs(
+    recipes: Sequence[str],
+    seeds: Sequence[int],
+    preset: str,
+    output: str | Path,
+    overrides: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """Resolve every recipe x seed into a validated configuration (seed-major order).
+
+    Seed-major order means an interrupted comparison has every recipe at the same number of seeds.
+
+    Raises:
+        ConfigError: unknown recipe, missing or bad YAML, two recipes with the same label, a bad
+            preset or override.
+    """
+    from hardcse.api import make_config
+
+    out = Path(output).expanduser()
+    labels: dict[str, str] = {}
+    for item in recipes:
+        if not _is_yaml(item) and item not in RECIPES:
+            raise ConfigError(
+                f"unknown recipe '{item}' in --recipes; choose from {', '.join(RECIPES)} or give a YAML config file."
+            )
+        label = recipe_label(item)
+        if label in labels:
+            raise ConfigError(f"--recipes names '{label}' twice ('{labels[label]}' and '{item}'); labels must differ.")
+        labels[label] = item
+    plan: list[RunSpec] = []
+    for seed in seeds:
+        for label, item in labels.items():
+            values = dict(overrides or {})
+            values.update(seed=seed, output=str(out / f"{label}-s{seed}"))
+            if _is_yaml(item):
+                config = make_config(preset=preset, config_file=item, **values)
+            else:
+                config = make_config(preset=preset, recipe=item, **values)
+            plan.append(RunSpec(label=label, seed=seed, config=config))
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# The state of a run directory
+
+
+def _comparable(values: dict[str, Any]) -> dict[str, Any]:
+    # Where the run lives is not what it is: DIR may be spelled differently between invocations.
+    return {k: v for k, v in values.items() if k != "output"}
+
+
+def run_state(spec: RunSpec, overwrite: bool = False) -> str:
+    """``"finished"``, ``"partial"`` (a matching config, no results) or ``"new"``.
+
+    Raises:
+        ConfigError: the directory holds a run of another configuration (unless ``overwrite``),
+            or files that are not a run.
+    """
+    path = spec.path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"'{path}' exists and is not a directory; remove it or choose another --output.")
+    if not path.is_dir() or not any(path.iterdir()):
+        return "new"
+    saved_file = path / "config.yaml"
+    if not saved_file.is_file():
+        if overwrite or {p.name for p in path.iterdir()} <= {"start.json"}:
+            return "new"
+        raise ConfigError(
+            f"'{path}' holds files but no config.yaml, so it is not a run of this comparison; "
+            "remove it, pass --overwrite, or choose another --output."
+        )
+    try:
+        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        saved = None
+    wanted = yaml.safe_load(dump_yaml(spec.config))  # the same YAML round trip as the saved file
+    if not isinstance(saved, dict) or _comparable(saved) != _comparable(wanted):
+        if overwrite:
+            return "new"
+        differing = sorted(
+            k for k in set(_comparable(wanted)) | set(_comparable(saved or {})) if (saved or {}).get(k) != wanted.get(k)
+        )
+        raise ConfigError(
+            f"'{path}' holds a run with a different configuration ({', '.join(differing) or 'unreadable config.yaml'} "
+            "differ); pass --overwrite to redo it, or choose another --output."
+        )
+    return "finished" if (path / "results.json").is_file() else "partial"
+
+
+def start_key(config: TrainConfig) -> str:
+    """What the untrained encoder's evaluation depends on, hashed (runs sharing it share start.json)."""
+    values = {
+        "model": config.model,
+        "pooling": config.pooling,
+        "test_tasks": config.test_tasks,
+        "data_dir": config.data_dir,
+        "eval_batch_size": config.eval_batch_size,  # batches change padding, hence the last digits
+        "trust_remote_code": config.trust_remote_code,
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def _train_timer() -> Any:
+    """A trainer callback measuring the training loop itself (dev evaluations included, the
+    untrained and final seven-task evaluations not). Built here so importing this module does not
+    import transformers."""
+    from transformers import TrainerCallback
+
+    class TrainTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.begin: float | None = None
+            self.seconds: float | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.begin = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.begin is not None:
+                self.seconds = time.perf_counter() - self.begin
+
+    return TrainTimer()
+
+
+def run_all(
+    plan: Sequence[RunSpec],
+    output: str | Path,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    callbacks: Sequence[Any] | None = None,
+    log: Log | None = None,
+) -> dict[str, dict]:
+    """Run (or skip, or continue) every run of ``plan``; returns ``{run name: results}``.
+
+    Every run's state is checked before any training starts, so a changed configuration is
+    reported at once rather than after hours of training.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hardcse.training.run import train
+
+    say = log or (lambda _msg: None)
+    out = Path(output).expanduser()
+    states = {spec.name: run_state(spec, overwrite=overwrite) for spec in plan}
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    width = len(str(len(plan)))
+    for number, spec in enumerate(plan, 1):
+        prefix = f"[{number:>{width}}/{len(plan)}] {spec.name}:"
+        state = states[spec.name]
+        if state == "finished":
+            results[spec.name] = json.loads((spec.path / "results.json").read_text(encoding="utf-8"))
+            say(f"{prefix} finished earlier, skipped (avg {results[spec.name]['test']['avg']:.2f})")
+            continue
+        shared_path = out / f"start-{start_key(spec.config)}.json"
+        shared = _read_json(shared_path)
+        own_start = spec.path / "start.json"
+        if shared is None and own_start.is_file():
+            shared = _read_json(own_start)  # an interrupted run already scored the untrained model
+            if shared is not None:
+                atomic_write_json(shared_path, shared)
+        checkpoints = spec.path / "checkpoints"
+        last = get_last_checkpoint(str(checkpoints)) if state == "partial" and checkpoints.is_dir() else None
+        info: dict[str, Any] = {}
+        if last is not None:
+            info["resumed_from_step"] = int(Path(last).name.rsplit("-", 1)[-1])
+            say(f"{prefix} continuing from step {info['resumed_from_step']}")
+        else:
+            say(f"{prefix} training" + (" (restarted: no checkpoint)" if state == "partial" else ""))
+        timer = _train_timer()
+        run_results = train(
+            spec.config,
+            overwrite=last is None,
+            resume=last is not None,
+            show_progress=show_progress,
+            callbacks=[timer, *(callbacks or [])],
+            start=shared if last is None else None,
+        )
+        if shared is None and own_start.is_file():
+            atomic_write_json(shared_path, json.loads(own_start.read_text(encoding="utf-8")))
+        info["train_seconds"] = None if timer.seconds is None else round(timer.seconds, 2)
+        atomic_write_json(spec.path / RUN_INFO, info)
+        results[spec.name] = run_results
+        say(
+            f"{prefix} done: avg {run_results['test']['avg']:.2f}, best step {run_results['best_step']}, "
+            f"{run_results['seconds']:.0f} s"
+        )
+    return results
+
+
+def run_info(spec: RunSpec) -> dict[str, Any]:
+    """What the comparison recorded about a run (empty for runs it did not train itself)."""
+    return _read_json(spec.path / RUN_INFO) or {}
+
+
+def ensure_predictions(spec: RunSpec, show_progress: bool = False) -> dict:
+    """The run's per-pair test predictions, computed from its exported model when the file is missing.
+
+    Runs trained before ``test_predictions.npz`` existed only have ``model/``; encoding the test
+    sets with it gives the same cosines the run's results were computed from.
+    """
+    from hardcse.evaluation.sts import evaluate_model, load_predictions, save_predictions
+    from hardcse.training.run import PREDICTIONS
+
+    path = spec.path / PREDICTIONS
+    if path.is_file():
+        return load_predictions(path)
+    model_dir = spec.path / "model"
+    if not model_dir.is_dir():
+        raise ConfigError(f"run '{spec.path}' has results but no model/ to compute its test predictions from.")
+    from sentence_transformers import SentenceTransformer
+
+    from hardcse.data.paths import resolve_data_dir
+
+    model = SentenceTransformer(str(model_dir))
+    scored = evaluate_model(
+        model,
+        tasks=spec.config.test_tasks,
+        data_dir=resolve_data_dir(spec.config.data_dir),
+        batch_size=spec.config.eval_batch_size,
+        show_progress=show_progress,
+        return_predictions=True,
+    )
+    save_predictions(path, scored["predictions"])
+    return scored["predictions"]

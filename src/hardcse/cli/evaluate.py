@@ -79,6 +79,12 @@ def evaluate(
     output: Path | None = typer.Option(None, "--output", "-o", help="Also write the result as JSON here."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the hub."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps ... (default: automatic)."),
+    use_mteb: bool = typer.Option(
+        False,
+        "--mteb",
+        help="Score with MTEB's STS tasks instead of the SentEval data (needs the extra hardcse[mteb] and MTEB's "
+        "data from the hub or its cache; MTEB's SICK-R is all 9,927 pairs, not the papers' test split).",
+    ),
 ) -> None:
     """Evaluate MODEL on STS12-16, STS-B and SICK-R (cosine, Spearman x100, as SentEval/SimCSE)."""
     from hardcse.data.sts import load_tasks
@@ -92,6 +98,9 @@ def evaluate(
     aggregation = check_aggregation(aggregation)
     names = None if tasks is None else [t for t in (p.strip() for p in tasks.split(",")) if t]
     names = resolve_tasks(names, split)
+    if use_mteb:
+        _evaluate_with_mteb(model, pooling, names, aggregation, split, batch_size, output, trust_remote_code, device)
+        return
     data = load_tasks(names, data_dir, split)
     if output is not None and output.is_dir():
         raise DataError(f"--output {output} is a directory; give a file name such as {output / 'sts.json'}.")
@@ -116,6 +125,57 @@ def evaluate(
     console.print(format_table(result), markup=False)
     if any(math.isnan(t["spearman"]) for t in result["tasks"].values()):
         console.print("note: nan means the model gave every pair the same similarity.", markup=False)
+    if output is not None:
+        write_json(result, output)
+        console.print(f"wrote {output}", markup=False)
+
+
+def _evaluate_with_mteb(
+    model: str,
+    pooling: str | None,
+    names: list[str],
+    aggregation: str,
+    split: str,
+    batch_size: int,
+    output: Path | None,
+    trust_remote_code: bool,
+    device: str | None,
+) -> None:
+    """``hardcse evaluate --mteb``: the same table from MTEB's copies of the tasks."""
+    from hardcse.data.sts import canonical_split
+    from hardcse.errors import ConfigError
+    from hardcse.evaluation.mteb_bridge import SICKR_NOTE, evaluate_mteb, require_mteb
+    from hardcse.evaluation.sts import format_table
+    from hardcse.models.defaults import display_name
+    from hardcse.models.loading import load_sentence_model
+
+    if canonical_split(split) != "test":
+        raise ConfigError("--mteb scores MTEB's test sets only; drop --split or use --split test.")
+    if aggregation != "all":
+        raise ConfigError(
+            "--aggregation does not apply to --mteb: MTEB pools each STS year's subsets into one Spearman (= all)."
+        )
+    if output is not None and output.is_dir():
+        raise DataError(f"--output {output} is a directory; give a file name such as {output / 'sts.json'}.")
+    require_mteb()  # before the (slow) model load
+    encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
+    result = evaluate_mteb(
+        encoder,
+        names,
+        batch_size=batch_size,
+        show_progress=sys.stderr.isatty(),
+        model_name=display_name(model),
+        pooling=pooling,
+    )
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(
+        f"{result['model']}  pooling={result['pooling']}  source=mteb {result['mteb_version']}  "
+        f"({result['seconds']:.1f} s)",
+        markup=False,
+    )
+    console.print(format_table(result), markup=False)
+    if "SICKRelatedness" in result["tasks"]:
+        console.print(SICKR_NOTE, markup=False)
     if output is not None:
         write_json(result, output)
         console.print(f"wrote {output}", markup=False)

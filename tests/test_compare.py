@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,7 +226,7 @@ def test_report_is_complete_and_consistent(setup):
     import matplotlib.image
 
     image = matplotlib.image.imread(out / "curves.png")
-    assert image.shape[0] >= 600 and image.shape[1] >= 1000  # 8.5 x 5.2 inches at 130 dpi
+    assert image.shape[0] >= 600 and image.shape[1] >= 1000  # 13 x 5.2 inches at 120 dpi
 
 
 def test_finished_comparison_trains_nothing_and_recomputes_missing_predictions(setup):
@@ -251,14 +252,24 @@ def test_changed_configuration_is_refused(setup):
     assert (out / "simcse-s42" / "results.json").read_bytes() == before
 
 
-def test_half_finished_run_without_checkpoint_restarts(setup, tmp_path):
+def test_half_finished_run_without_checkpoint_restarts(setup, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     shutil.copytree(setup["out"], out)
+    results = json.loads((out / "hsim-s43" / "results.json").read_text())
     shutil.rmtree(out / "hsim-s43" / "checkpoints")
     (out / "hsim-s43" / "results.json").unlink()
-    counter = StepCounter()
-    _, lines = _compare({**setup, "out": out}, callbacks=[counter])
-    assert counter.steps == 6 and counter.runs == 1
+    calls = []
+
+    def fake_train(config, **kwargs):  # records how the run would be trained, trains nothing
+        calls.append((Path(config.output).name, kwargs))
+        return results
+
+    monkeypatch.setattr("hardcse.training.run.train", fake_train)
+    _, lines = _compare({**setup, "out": out})
+    assert [name for name, _ in calls] == ["hsim-s43"]
+    kwargs = calls[0][1]
+    assert kwargs["overwrite"] and not kwargs["resume"]  # from the start, clearing the directory
+    assert kwargs["start"] == json.loads(next(out.glob("start-*.json")).read_text())  # shared start
     assert any("hsim-s43: training (restarted: no checkpoint)" in line for line in lines)
 
 

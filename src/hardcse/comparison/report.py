@@ -260,7 +260,8 @@ def format_report(summary: Mapping[str, Any]) -> str:
         f"## Difference from {baseline}",
         "",
         f"Mean over seeds of (recipe - {baseline}), same seed paired. *t-test p*: two-sided paired t-test over"
-        f" seeds on Avg (n/a below 2 seeds). *bootstrap 95% CI* and *P(Δ≤0)*: paired bootstrap over test pairs"
+        " seeds on Avg (n/a below 2 seeds or when every seed differs by the same amount). *bootstrap 95% CI* and"
+        " *P(Δ≤0)*: paired bootstrap over test pairs"
         f" ({boot['resamples']} resamples of every task's pairs, seed {boot['seed']}; the Avg difference per seed,"
         " averaged over seeds); P(Δ≤0) is the fraction of resamples where the recipe is not better.",
         "",
@@ -286,8 +287,26 @@ def format_report(summary: Mapping[str, Any]) -> str:
 # Plot
 
 
+def _curve_stats(by_seed: Mapping[str, Sequence[Sequence[float]]]) -> tuple[np.ndarray, ...]:
+    """Steps, and mean / min / max over the seeds that reached each step (early stopping may end
+    seeds at different steps)."""
+    points: dict[int, list[float]] = {}
+    for curve in by_seed.values():
+        for step, value in curve:
+            points.setdefault(int(step), []).append(float(value))
+    steps = sorted(points)
+    return (
+        np.array(steps),
+        np.array([np.mean(points[s]) for s in steps]),
+        np.array([np.min(points[s]) for s in steps]),
+        np.array([np.max(points[s]) for s in steps]),
+    )
+
+
 def plot_curves(summary: Mapping[str, Any], path: Path) -> None:
-    """STS-B dev against step for every recipe: mean over seeds (line) and min-max band."""
+    """STS-B dev against step for every recipe: mean over seeds (line), min-max band, best mean
+    marked. Left: the whole run from the untrained model (step 0); right: the same from the first
+    evaluation on, where the recipes differ (the jump from step 0 squeezes them together on the left)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,44 +314,45 @@ def plot_curves(summary: Mapping[str, Any], path: Path) -> None:
 
     colors = plt.get_cmap("tab10").colors
     markers = "osD^vP*Xh<>"
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     n_seeds = len(summary["seeds"])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    zoom_low, zoom_high = math.inf, -math.inf
     for i, (label, by_seed) in enumerate(summary["curves"].items()):
-        # Seeds may stop at different steps (early stopping): average whatever seeds reached a step.
-        points: dict[int, list[float]] = {}
-        for curve in by_seed.values():
-            for step, value in curve:
-                points.setdefault(int(step), []).append(float(value))
-        steps = sorted(points)
-        mean = np.array([np.mean(points[s]) for s in steps])
-        low = np.array([np.min(points[s]) for s in steps])
-        high = np.array([np.max(points[s]) for s in steps])
+        steps, mean, low, high = _curve_stats(by_seed)
+        if not len(steps):
+            continue
         color = colors[i % len(colors)]
         best = int(np.argmax(mean))
-        ax.plot(
-            steps,
-            mean,
-            color=color,
-            marker=markers[i % len(markers)],
-            markersize=5,
-            lw=2,
-            label=f"{label}  (best mean {mean[best]:.2f} at step {steps[best]})",
-        )
-        if n_seeds > 1:
-            ax.fill_between(steps, low, high, color=color, alpha=0.18, lw=0)
-    ax.set_xlabel("training step", fontsize=12)
-    ax.set_ylabel("STS-B dev Spearman x100", fontsize=12)
-    band = "; band: min-max over seeds" if n_seeds > 1 else ""
-    ax.set_title(
-        f"STS-B dev during training, mean of {n_seeds} seed{'s' if n_seeds != 1 else ''}{band}\n"
-        f"preset {summary['preset']}, {summary['model']} (step 0: untrained)",
-        fontsize=12,
+        style = {"color": color, "lw": 2}
+        if len(steps) <= 25:  # markers on every evaluation only while they stay apart
+            style.update(marker=markers[i % len(markers)], markersize=5)
+        later = steps > 0
+        if later.any():
+            zoom_low, zoom_high = min(zoom_low, low[later].min()), max(zoom_high, high[later].max())
+        for ax in axes:
+            ax.plot(steps, mean, label=f"{label}  (best mean {mean[best]:.2f} at step {steps[best]})", **style)
+            if n_seeds > 1:
+                ax.fill_between(steps, low, high, color=color, alpha=0.18, lw=0)
+            ax.plot(steps[best], mean[best], marker="o", markersize=13, mfc="none", mec=color, mew=2)
+    title = f"mean of {n_seeds} seed{'s' if n_seeds != 1 else ''}" + (
+        "; band: min-max over seeds" if n_seeds > 1 else ""
     )
-    ax.tick_params(labelsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=10, loc="lower right", framealpha=0.9)
+    axes[0].set_title(f"STS-B dev during training ({title})\nstep 0 = untrained; circle = best mean", fontsize=12)
+    axes[1].set_title("the same, from the first evaluation on", fontsize=12)
+    if math.isfinite(zoom_low):
+        pad = max(0.1, 0.08 * (zoom_high - zoom_low))
+        steps_all = [int(s) for c in summary["curves"].values() for curve in c.values() for s, _ in curve if s > 0]
+        axes[1].set_ylim(zoom_low - pad, zoom_high + pad)
+        axes[1].set_xlim(min(steps_all) - 0.04 * max(steps_all), max(steps_all) * 1.04)
+    for ax in axes:
+        ax.set_xlabel("training step", fontsize=12)
+        ax.set_ylabel("STS-B dev Spearman x100", fontsize=12)
+        ax.tick_params(labelsize=11)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=10, loc="lower right", framealpha=0.9)
+    fig.suptitle(f"hardcse compare: preset {summary['preset']}, {summary['model']}", fontsize=13)
     fig.tight_layout()
-    fig.savefig(path, dpi=130, format="png")
+    fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
 

@@ -225,6 +225,19 @@ def _train_timer() -> Any:
     return TrainTimer()
 
 
+def _last_checkpoint(root: Path) -> Path | None:
+    """The checkpoint a resume would continue from (the newest complete one when the training
+    package can tell complete from interrupted checkpoints)."""
+    try:
+        from hardcse.training.checkpoints import last_complete_checkpoint
+    except ImportError:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(root))
+        return Path(last) if last else None
+    return last_complete_checkpoint(root)
+
+
 def run_all(
     plan: Sequence[RunSpec],
     output: str | Path,
@@ -238,8 +251,6 @@ def run_all(
     Every run's state is checked before any training starts, so a changed configuration is
     reported at once rather than after hours of training.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
     from hardcse.training.run import train
 
     say = log or (lambda _msg: None)
@@ -263,7 +274,7 @@ def run_all(
             if shared is not None:
                 atomic_write_json(shared_path, shared)
         checkpoints = spec.path / "checkpoints"
-        last = get_last_checkpoint(str(checkpoints)) if state == "partial" and checkpoints.is_dir() else None
+        last = _last_checkpoint(checkpoints) if state == "partial" and checkpoints.is_dir() else None
         info: dict[str, Any] = {}
         if last is not None:
             info["resumed_from_step"] = int(Path(last).name.rsplit("-", 1)[-1])

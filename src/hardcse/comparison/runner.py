@@ -84,7 +84,8 @@ def parse_recipes(recipes: str | Sequence[str]) -> list[str]:
 
 
 def _is_yaml(item: str) -> bool:
-    return item.lower().endswith((".yaml", ".yml")) or Path(item).is_file()
+    # A recipe name wins over a file of the same name in the working directory.
+    return item not in RECIPES and (item.lower().endswith((".yaml", ".yml")) or Path(item).is_file())
 
 
 def recipe_label(item: str) -> str:

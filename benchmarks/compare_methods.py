@@ -53,15 +53,11 @@ def run_one(spec: str, seed: int, steps: int, out: Path, threads: int) -> dict:
     cfg = hardcse.make_config(
         preset="cpu", recipe=recipe, steps=steps, seed=seed, output=str(run_dir), data_dir=str(data_dir()), **overrides
     )
-    # The untrained model's scores are the same for every run: score it once, then hand the
-    # scores to later runs as a resumed run's start.json (saves a seven-task evaluation per run).
+    # The untrained model's scores are the same for every run: score it once and hand them to
+    # later runs (saves a seven-task evaluation per run).
     shared_start = out / "start.json"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    if shared_start.is_file():
-        run_dir.mkdir(parents=True)
-        shutil.copy(shared_start, run_dir / "start.json")
-    results = train(cfg, overwrite=True, resume=shared_start.is_file(), show_progress=False, callbacks=[timer])
+    start = json.loads(shared_start.read_text()) if shared_start.is_file() else None
+    results = train(cfg, overwrite=True, show_progress=False, callbacks=[timer], start=start)
     (run_dir / "steptimes.json").write_text(json.dumps(timer.times))
     if not shared_start.is_file():
         shutil.copy(run_dir / "start.json", shared_start)
@@ -155,17 +151,26 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/compare"))
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help="explicit queue 'spec@seed,...' (keeps both workers busy across recipes); no report",
+    )
     args = parser.parse_args()
     specs = args.recipes.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(spec, seed) for seed in seeds for spec in specs]
+    if args.runs:
+        jobs = [(item.rpartition("@")[0], int(item.rpartition("@")[2])) for item in args.runs.split(",")]
     threads = 1 if args.workers > 1 else 2
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         futures = [pool.submit(run_one, spec, seed, args.steps, args.out, threads) for spec, seed in jobs]
         for (spec, seed), fut in zip(jobs, futures, strict=True):
             res = fut.result()
             print(f"{spec} seed {seed}: avg {res['test']['avg']:.2f}, best step {res['best_step']}", flush=True)
+    if args.runs:
+        return
     table = report(specs, seeds, args.out)
     (args.out / "report.md").write_text(table + "\n")
     print(table)

@@ -38,9 +38,7 @@ def test_infonce_gradient_matches_closed_form():
     # d loss / d s_ij = (softmax_ij - 1[i=j]) / (N tau) for the scaled logits.
     torch.manual_seed(0)
     sim = torch.randn(4, 4).clamp(-1, 1).requires_grad_(True)
-    batch = ContrastiveBatch(
-        z1=torch.zeros(4, 2), z2=torch.zeros(4, 2), sim=sim, ids=None, step=0, temperature=0.1
-    )
+    batch = ContrastiveBatch(z1=torch.zeros(4, 2), z2=torch.zeros(4, 2), sim=sim, ids=None, step=0, temperature=0.1)
     info_nce(batch).backward()
     expected = (torch.softmax(sim.detach() / 0.1, dim=1) - torch.eye(4)) / (4 * 0.1)
     assert torch.allclose(sim.grad, expected, atol=1e-6)
@@ -83,3 +81,25 @@ def test_step_counts_training_forwards_only():
     loss.eval()
     loss.compute_loss_from_embeddings(z, z)
     assert int(loss.step) == 1
+
+
+def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
+    from tiny import make_tiny_training_model
+
+    model = make_tiny_training_model(tmp_path / "bert")
+    model.eval()  # no dropout: both encodings must agree
+    sentences = ["a", "the cat sits on the house", "a dog runs", "the king of the state is old and wise", "birds"]
+    features = model.preprocess(sentences)
+    assert features["attention_mask"].sum(1).unique().numel() > 2  # lengths differ: chunks get cut
+    results = []
+    for chunks in (1, 3):
+        loss = ContrastiveLoss(model, length_chunks=chunks)
+        model.zero_grad()
+        z1, z2 = loss.encode_two_views(features)
+        (z1.square().sum() + 2 * z2.sum()).backward()
+        grad = next(p for p in model.parameters() if p.grad is not None).grad.clone()
+        results.append((z1.detach(), z2.detach(), grad))
+    for a, b in zip(results[0], results[1], strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    # Left padding is never cut: the chunked path falls back to one pass.
+    assert not ContrastiveLoss._pads_right(torch.tensor([[0, 1, 1], [1, 1, 1]]))

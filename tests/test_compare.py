@@ -244,6 +244,21 @@ def test_finished_comparison_trains_nothing_and_recomputes_missing_predictions(s
         assert now["bootstrap"]["delta"] == pytest.approx(then["bootstrap"]["delta"], abs=1e-6)
 
 
+def test_cli_on_a_finished_comparison_prints_the_report(setup, monkeypatch, capsys):
+    sets = []
+    for key, value in setup["overrides"].items():
+        if key == "data_dir":
+            continue
+        value = f"[{value[0]}]" if isinstance(value, list) else ("0.0005" if key == "lr" else value)
+        sets += ["--set", f"{key}={value}"]
+    args = ["compare", "--recipes", ",".join(setup["recipes"]), "--seeds", "42,43", "--output", str(setup["out"])]
+    args += ["--data-dir", setup["overrides"]["data_dir"], "--quiet", *sets]
+    code, stdout, err = run_entry_point(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert stdout.count("finished earlier, skipped") == 6
+    assert "## Difference from simcse" in stdout and "report.md" in stdout
+
+
 def test_changed_configuration_is_refused(setup):
     out = setup["out"]
     before = (out / "simcse-s42" / "results.json").read_bytes()
@@ -312,3 +327,10 @@ def test_cli_refuses_a_directory_of_another_configuration(tmp_path, monkeypatch,
 def test_cli_help_lists_compare(monkeypatch, capsys):
     code, stdout, _ = run_entry_point(["compare", "--help"], monkeypatch, capsys)
     assert code == 0 and "--recipes" in stdout and "--seeds" in stdout
+
+
+def test_python_api_is_exposed():
+    import hardcse
+    from hardcse import api
+
+    assert hardcse.compare is api.compare and "compare" in hardcse.__all__

@@ -8,12 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-STATE_FILE = "hardcse_state.safetensors"
-HISTORY_FILE = "hardcse_history.json"
+from hardcse.errors import ConfigError
+from hardcse.io import atomic_write_bytes, atomic_write_text
+from hardcse.training.checkpoints import HISTORY_FILE, STATE_FILE
+from hardcse.training.distributed import barrier, is_main_process
+
+__all__ = [
+    "HISTORY_FILE",
+    "STATE_FILE",
+    "HistoryCallback",
+    "NaNGuardCallback",
+    "ObjectiveStateCallback",
+    "ProgressCallback",
+]
 
 
 def _scalar(value: Any) -> Any:
@@ -47,11 +59,7 @@ class HistoryCallback(TrainerCallback):
             return
         entry = self._entry(state.global_step)
         for key, value in logs.items():
-            if (
-                key in ("epoch", "total_flos", "grad_norm")
-                or key.startswith("eval_")
-                or key.startswith("train_")
-            ):
+            if key in ("epoch", "total_flos", "grad_norm") or key.startswith("eval_") or key.startswith("train_"):
                 continue
             scalar = _scalar(value)
             if scalar is not None:
@@ -71,9 +79,12 @@ class HistoryCallback(TrainerCallback):
         self.history.insert(0, {"step": 0, "stsb_dev": stsb_dev})
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        # Every process has written its part of the checkpoint (its RNG state) before the main
+        # one completes it; the trainer's own files are all written before on_save is called.
+        barrier()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
-            (ckpt / HISTORY_FILE).write_text(json.dumps(self.history), encoding="utf-8")
+        if ckpt.is_dir() and is_main_process():
+            atomic_write_text(ckpt / HISTORY_FILE, json.dumps(self.history))
 
     def restore(self, checkpoint: Path) -> None:
         path = checkpoint / HISTORY_FILE
@@ -84,7 +95,10 @@ class HistoryCallback(TrainerCallback):
 class ObjectiveStateCallback(TrainerCallback):
     """Saves the objective's buffers (step, cluster centroids, ...) into every checkpoint.
 
-    Stored as safetensors, so restoring never unpickles anything.
+    Stored as safetensors, so restoring never unpickles anything. The file is written last
+    (atomically, by the main process, after every process has finished its part of the
+    checkpoint): its presence marks the checkpoint complete (:mod:`hardcse.training.checkpoints`).
+    Every process restores the same file, so the state is identical on all of them.
     """
 
     def __init__(self, loss: torch.nn.Module) -> None:
@@ -93,25 +107,37 @@ class ObjectiveStateCallback(TrainerCallback):
     def _state(self) -> dict[str, torch.Tensor]:
         # The encoder is saved by the trainer; keep only the objective's own state.
         return {
-            k: v.detach().cpu().contiguous()
-            for k, v in self.loss.state_dict().items()
-            if not k.startswith("model.")
+            k: v.detach().cpu().contiguous() for k, v in self.loss.state_dict().items() if not k.startswith("model.")
         }
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        barrier()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir() and state.is_world_process_zero:
-            save_file(self._state(), str(ckpt / STATE_FILE))
+        if ckpt.is_dir() and is_main_process():
+            atomic_write_bytes(ckpt / STATE_FILE, save_safetensors(self._state()))
 
     def restore(self, checkpoint: Path) -> bool:
+        """Load the objective state saved in ``checkpoint``; False if it holds none.
+
+        A state of another shape (the configuration was changed between the runs, e.g. K or
+        the recipe) is refused in one sentence rather than half-restored.
+        """
         path = checkpoint / STATE_FILE
         if not path.is_file():
             return False
         saved = load_file(str(path))
-        current = self.loss.state_dict()
+        current = self._state()
+        mismatched = sorted(
+            set(saved) ^ set(current) | {k for k in set(saved) & set(current) if saved[k].shape != current[k].shape}
+        )
+        if mismatched:
+            raise ConfigError(
+                f"checkpoint {checkpoint} holds objective state for another configuration "
+                f"({', '.join(mismatched[:4])} differ); resume with the run's own config.yaml or start again."
+            )
+        live = self.loss.state_dict()
         for key, value in saved.items():
-            if key in current:
-                current[key].copy_(value.to(current[key].dtype))
+            live[key].copy_(value.to(live[key].dtype))
         return True
 
 

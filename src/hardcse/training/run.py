@@ -9,10 +9,13 @@ plot) is written next to it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import pickle
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,12 +37,14 @@ from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.encoder import build_training_model, export_model, position_limit
 from hardcse.objectives.base import ContrastiveLoss, Part
+from hardcse.training import distributed as dist
 from hardcse.training.callbacks import (
     HistoryCallback,
     NaNGuardCallback,
     ObjectiveStateCallback,
     ProgressCallback,
 )
+from hardcse.training.checkpoints import last_complete_checkpoint, verify_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
 from hardcse.training.report import write_report
 
@@ -51,7 +56,10 @@ PREDICTIONS = "test_predictions.npz"  # per-pair test cosines and gold scores, {
 
 
 def check_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
-    """Refuse to touch an earlier run without --overwrite/--resume (nothing is created here)."""
+    """Refuse to touch an earlier run without --overwrite/--resume (nothing is left behind here).
+
+    A finished run (``results.json``) is not resumed either: that would rewrite its results.
+    """
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output '{out}' exists and is not a directory; choose another --output.")
@@ -61,10 +69,26 @@ def check_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
             f"output directory '{out}' already holds a run; pass --overwrite to replace it, "
             "--resume to continue it, or choose another --output."
         )
+    if resume and not overwrite and (out / "results.json").is_file():
+        raise ConfigError(
+            f"the run in '{out}' is already complete (it has results.json); pass --overwrite to train it again "
+            "or choose another --output."
+        )
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
-    if parent is not None and not os.access(parent, os.W_OK):
-        raise ConfigError(f"output directory '{out}' is not writable (no write permission on '{parent}').")
+    if parent is not None:
+        _check_writable(out, parent)
     return out
+
+
+def _check_writable(out: Path, parent: Path) -> None:
+    """Create and remove a scratch directory in ``parent``: permission bits alone do not tell
+    (root ignores them; read-only mounts and pseudo file systems refuse anyway)."""
+    try:
+        Path(tempfile.mkdtemp(prefix=".hardcse-probe-", dir=parent)).rmdir()
+    except OSError as err:
+        raise ConfigError(
+            f"output directory '{out}' is not writable ({err.strerror or err} in '{parent}'); choose another --output."
+        ) from None
 
 
 def create_output(out: Path, overwrite: bool, resume: bool) -> None:
@@ -83,7 +107,9 @@ def build_objective(
     """The recipe's loss (parts composed on the contrastive frame) and its extra callbacks."""
     parts: list[Part] = []
     callbacks: list[TrainerCallback] = []
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # Inside a run the process group exists already; a caller building the loss alone under a
+    # launcher still gets the global batch from the launcher's environment.
+    world = dist.world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
     if config.recipe == "clusterns":
         from hardcse.objectives.clusterns import ClusterNSConfig, build_clusterns
 
@@ -111,9 +137,20 @@ def _method_config(cls: type, values: dict[str, Any], name: str) -> Any:
     return cls(**values)
 
 
+def _cpu_processes() -> bool:
+    """True when a launcher started several processes on a machine without GPUs.
+
+    The trainer only sets up CPU data parallelism (accelerate's MULTI_CPU, gloo) when told to use
+    the CPU; left alone it tries a GPU backend and falls back to one process per replica.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched and not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
 def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainingArguments:
     return SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
+        use_cpu=_cpu_processes(),
         max_steps=config.steps if config.steps is not None else -1,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -163,21 +200,36 @@ def train(
     The per-pair test cosines are saved as ``test_predictions.npz`` (for paired bootstraps).
     """
     from hardcse.data.paths import resolve_data_dir
-    from hardcse.evaluation.sts import STSEvaluator, evaluate_model, save_predictions
+    from hardcse.data.sts import load_tasks
+    from hardcse.evaluation.sts import STSEvaluator, evaluate_model, resolve_tasks, save_predictions
 
     config.validate()
     started = time.perf_counter()
     data_dir = resolve_data_dir(config.data_dir)
     out = check_output(config, overwrite=overwrite, resume=resume)
+    # Setting up the device creates the process group when a launcher (torchrun, accelerate
+    # launch) started this process: gloo on CPUs, nccl on GPUs. From here on every process knows
+    # its rank, and the HSimCSE corpus bank below is encoded in shards.
+    try:
+        args = _training_args(config, out)
+        _ = args.device
+    except ValueError as err:  # e.g. fp16 without a GPU: the trainer's own message, as one sentence
+        raise ConfigError(f"invalid training settings: {str(err).strip().splitlines()[0]}") from None
+    main = dist.is_main_process()
     ckpt_root = out / "checkpoints"
-    last_ckpt = get_last_checkpoint(str(ckpt_root)) if resume and ckpt_root.is_dir() else None
-    if resume and last_ckpt is None:
-        logger.warning("no checkpoint in %s; starting from the beginning", ckpt_root)
+    last_ckpt: Path | None = None
+    if resume:
+        last_ckpt = last_complete_checkpoint(ckpt_root)
+        if last_ckpt is None:
+            logger.warning("no complete checkpoint in %s; starting from the beginning", ckpt_root)
+        else:
+            verify_checkpoint(last_ckpt)
 
     # Everything a user can get wrong is checked before the run directory is touched.
     sentences = read_corpus(config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences)
     dataset = corpus_dataset(sentences)
     evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size)
+    test_data = load_tasks(resolve_tasks(config.test_tasks, "test"), data_dir, "test")
     torch.manual_seed(config.seed)  # the head's initialisation
     model = build_training_model(
         config.model,
@@ -190,22 +242,26 @@ def train(
     eval_len = position_limit(model) or config.max_seq_length
     model_name = display_name(config.model)
     loss, extra_callbacks = build_objective(config, model, sentences, show_progress=show_progress)
-    create_output(out, overwrite=overwrite, resume=resume)
-    atomic_write_text(out / "config.yaml", dump_yaml(config))
+    # Every process has checked the inputs before the main one creates or clears anything.
+    dist.barrier()
+    if main:
+        create_output(out, overwrite=overwrite, resume=resume)
+        if resume:
+            last_complete_checkpoint(ckpt_root, remove_incomplete=True)
+        atomic_write_text(out / "config.yaml", dump_yaml(config))
 
-    # The untrained encoder's scores (kept across a resume).
+    # The untrained encoder's scores (kept across a resume), computed and written by the main process.
     start_path = out / "start.json"
     if start is not None:
-        atomic_write_json(start_path, start)
+        if main:
+            atomic_write_json(start_path, start)
     elif resume and start_path.is_file():
-        import json
-
         start = json.loads(start_path.read_text(encoding="utf-8"))
-    else:
+    elif main:
         start = evaluate_model(
             model,
             tasks=config.test_tasks,
-            data_dir=data_dir,
+            data=test_data,
             batch_size=config.eval_batch_size,
             show_progress=show_progress,
             model_name=model_name,
@@ -213,6 +269,9 @@ def train(
         )
         start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
         atomic_write_json(start_path, start)
+    dist.barrier()
+    if start is None:
+        start = json.loads(start_path.read_text(encoding="utf-8"))
 
     history = HistoryCallback(loss, metric=METRIC)
     history.record_start(start["stsb_dev"])
@@ -228,12 +287,12 @@ def train(
     if config.early_stopping:
         all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
     if last_ckpt is not None:
-        state_cb.restore(Path(last_ckpt))
-        history.restore(Path(last_ckpt))
+        state_cb.restore(last_ckpt)
+        history.restore(last_ckpt)
 
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=_training_args(config, out),
+        args=args,
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
@@ -243,7 +302,14 @@ def train(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressCallback(disable=not show_progress, metric=METRIC))
 
-    trainer.train(resume_from_checkpoint=last_ckpt)
+    try:
+        trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
+    except pickle.UnpicklingError as err:
+        # verify_checkpoint refuses these first; this guards any file the trainer adds later.
+        raise ConfigError(
+            f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
+            f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
+        ) from None
     state = trainer.state
     if nan_guard.bad_step is not None:
         kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
@@ -255,6 +321,10 @@ def train(
         raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
 
     best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+    if not main:
+        # The main process exports, scores and reports; the others return its results.
+        dist.barrier()
+        return json.loads((out / "results.json").read_text(encoding="utf-8"))
     atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
 
     # Score the export as a user would load it: plain SentenceTransformer(path).
@@ -262,7 +332,7 @@ def train(
     test = evaluate_model(
         exported,
         tasks=config.test_tasks,
-        data_dir=data_dir,
+        data=test_data,
         batch_size=config.eval_batch_size,
         show_progress=show_progress,
         model_name=str(out / "model"),
@@ -287,6 +357,7 @@ def train(
     _check_finite(results)
     write_report(out, results, config)
     atomic_write_json(out / "results.json", results)
+    dist.barrier()
     return results
 
 

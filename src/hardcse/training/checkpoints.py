@@ -1,0 +1,124 @@
+"""Choosing and checking the checkpoint a ``--resume`` continues from.
+
+A checkpoint directory (``checkpoints/checkpoint-STEP``) is written by the Hugging Face trainer
+(model weights as safetensors, ``optimizer.pt``, ``scheduler.pt``, ``rng_state*.pth``,
+``trainer_state.json``) and then completed by hardcse's callbacks (``hardcse_history.json`` and,
+last, ``hardcse_state.safetensors``: the objective's cluster/index state and step). The trainer
+writes its files in place, so a run killed while saving leaves a directory that looks like a
+checkpoint but is truncated. Only a checkpoint holding all of the files above is *complete*;
+:func:`last_complete_checkpoint` picks the newest complete one, so a run killed at any moment
+resumes from a consistent state (training is deterministic given the checkpoint, so resuming
+from an older complete checkpoint still reproduces the uninterrupted run).
+
+Safe loading: the trainer loads the pickled files with ``torch.load(weights_only=True)``
+(transformers >= 4.5x); :func:`verify_checkpoint` checks every pickled file of the chosen
+checkpoint the same way before training starts, whatever the installed transformers does, and
+turns a refusal into one sentence. ``weights_only`` unpickling only rebuilds tensors and a short
+allow-list of plain types (numpy arrays for the RNG states), so a file whose unpickling would run
+code is refused without running it. ``training_args.bin`` is a pickled Python object the trainer
+writes for reference and never loads; it is not read here either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import torch
+
+from hardcse.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "checkpoint-"
+STATE_FILE = "hardcse_state.safetensors"
+HISTORY_FILE = "hardcse_history.json"
+TRAINER_STATE = "trainer_state.json"
+#: Written last into every checkpoint: their presence marks it complete.
+REQUIRED = (TRAINER_STATE, HISTORY_FILE, STATE_FILE)
+#: Pickled files the trainer loads on resume (``torch.load``); checked before it does.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+NEVER_LOADED = ("training_args.bin",)
+#: Module packages a checkpoint's ``modules.json`` may name (the model being trained).
+MODULE_PACKAGES = ("sentence_transformers.", "hardcse.")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a ``checkpoint-STEP`` directory, or None for any other name."""
+    if not path.name.startswith(PREFIX):
+        return None
+    tail = path.name[len(PREFIX) :]
+    return int(tail) if tail.isdigit() else None
+
+
+def is_complete(path: Path) -> bool:
+    """True if every file of a finished save is in the checkpoint directory ``path``."""
+    return path.is_dir() and all((path / name).is_file() for name in REQUIRED)
+
+
+def last_complete_checkpoint(root: Path, remove_incomplete: bool = False) -> Path | None:
+    """The newest complete checkpoint under ``root`` (None if there is none).
+
+    Newer incomplete checkpoints (a save cut short) are skipped with a warning and, with
+    ``remove_incomplete`` (the main process of a resumed run), deleted, so the trainer's own
+    checkpoint rotation never mistakes them for real ones.
+    """
+    if not root.is_dir():
+        return None
+    found = sorted(
+        ((step, p) for p in root.iterdir() if p.is_dir() and (step := checkpoint_step(p)) is not None),
+        reverse=True,
+    )
+    for _step, path in found:
+        if is_complete(path):
+            return path
+        logger.warning("checkpoint %s is incomplete (its save was interrupted); it is skipped", path)
+        if remove_incomplete:
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _refuse(path: Path, checkpoint: Path, why: str) -> ConfigError:
+    return ConfigError(
+        f"refusing to resume from {checkpoint}: {path.name} {why}; delete that checkpoint directory "
+        "to resume from an earlier one, or start again with --overwrite."
+    )
+
+
+def verify_checkpoint(checkpoint: Path) -> None:
+    """Refuse (one sentence) a checkpoint whose pickled files are not plain tensor data.
+
+    Every ``*.pt``/``*.pth``/``*.bin`` file the trainer would load is unpickled with
+    ``weights_only=True`` under the trainer's own allow-list (numpy arrays of the RNG states);
+    zip-format files are memory-mapped, so the tensors themselves are not read. ``modules.json``
+    may only name sentence-transformers or hardcse modules.
+    """
+    from transformers.trainer_pt_utils import safe_globals
+
+    for path in sorted(checkpoint.iterdir()):
+        if not path.is_file() or path.suffix not in PICKLE_SUFFIXES or path.name in NEVER_LOADED:
+            continue
+        mmap = zipfile.is_zipfile(path)
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception as err:  # UnpicklingError for code, RuntimeError/EOFError for a truncated file
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "weights_only" in str(err) or "Unsupported global" in str(err):
+                why = "is not plain tensor data (unpickling it would run code)"
+            else:
+                why = f"cannot be read ({detail[:120]})"
+            raise _refuse(path, checkpoint, why) from None
+    modules = checkpoint / "modules.json"
+    if modules.is_file():
+        try:
+            entries = json.loads(modules.read_text(encoding="utf-8"))
+            types = [str(entry.get("type", "")) for entry in entries]
+        except (ValueError, AttributeError, TypeError):
+            raise _refuse(modules, checkpoint, "is not a valid module list") from None
+        foreign = [t for t in types if not t.startswith(MODULE_PACKAGES)]
+        if foreign:
+            raise _refuse(modules, checkpoint, f"names foreign module code ({', '.join(foreign)})")

@@ -30,22 +30,16 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 @app.command()
 def train(
-    recipe: Annotated[
-        str | None, typer.Option(help="simcse, clusterns or hsimcse (default: the preset's).")
-    ] = None,
+    recipe: Annotated[str | None, typer.Option(help="simcse, clusterns or hsimcse (default: the preset's).")] = None,
     preset: Annotated[
         str,
         typer.Option(help="cpu (default), clusterns, hsimcse, or a paper preset such as simcse-bert-base."),
     ] = "cpu",
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config", help="YAML file of configuration keys (DIR/config.yaml of a run reproduces it)."
-        ),
+        typer.Option("--config", help="YAML file of configuration keys (DIR/config.yaml of a run reproduces it)."),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Hugging Face name or path ('default': all-MiniLM-L6-v2).")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="Hugging Face name or path ('default': all-MiniLM-L6-v2).")] = None,
     corpus: Annotated[
         list[str] | None,
         typer.Option(help="Text file(s), one sentence per line, or a `datasets` name/path (repeatable)."),
@@ -56,18 +50,12 @@ def train(
     epochs: Annotated[float | None, typer.Option(help="Epochs, when --steps is not given.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per batch and device.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (linear decay, no warm-up).")] = None,
-    eval_steps: Annotated[
-        int | None, typer.Option(help="Evaluate STS-B dev (and checkpoint) every N steps.")
-    ] = None,
-    early_stopping: Annotated[
-        int | None, typer.Option(help="Stop after N evaluations without improvement.")
-    ] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Evaluate STS-B dev (and checkpoint) every N steps.")] = None,
+    early_stopping: Annotated[int | None, typer.Option(help="Stop after N evaluations without improvement.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     output: Annotated[str | None, typer.Option(help="Run directory (default runs/RECIPE-PRESET).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run in --output from its last checkpoint.")
-    ] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")] = False,
     data_dir: Annotated[
         str | None, typer.Option(help="Data directory (default $HARDCSE_DATA, else ~/.cache/hardcse/data).")
     ] = None,
@@ -77,6 +65,13 @@ def train(
         typer.Option("--set", help="Any configuration key, e.g. --set clusterns.k=32 --set dropout=0.1."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    trust_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-remote-code",
+            help="Allow the model's own code from the hub to run (only this flag enables it, never a config file).",
+        ),
+    ] = False,
 ) -> None:
     """Train an encoder, select it on STS-B dev, export it and score it on seven STS tasks."""
     from hardcse.api import make_config
@@ -116,6 +111,13 @@ def train(
         cfg = make_config(preset=preset, recipe=recipe, config_file=config, **overrides)
         if cfg_steps_none:
             cfg.steps = None
+    # Running a model repository's own Python code is the user's decision on this command line:
+    # a config file (a shared config.yaml, a run directory being resumed) cannot switch it on.
+    if cfg.trust_remote_code and not trust_remote_code:
+        raise ConfigError(
+            "the configuration asks for trust_remote_code; pass --trust-remote-code if you trust the model's code."
+        )
+    cfg.trust_remote_code = trust_remote_code
     results = run(cfg, overwrite=overwrite, resume=resume, show_progress=not quiet)
     typer.echo("")
     typer.echo(format_comparison(results["start"], results["test"], labels=("untrained", "trained")))

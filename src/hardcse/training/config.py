@@ -46,6 +46,8 @@ class TrainConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     temperature: float = 0.05
+    # Encode the two views in this many length-sorted chunks (less padding; 1 = one pass).
+    length_chunks: int = 1
     fp16: bool = False
     bf16: bool = False
     seed: int = 42
@@ -80,6 +82,8 @@ class TrainConfig:
             raise ConfigError(f"--lr must be positive, got {self.lr}.")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}.")
+        if self.length_chunks < 1:
+            raise ConfigError(f"length_chunks must be at least 1, got {self.length_chunks}.")
         if self.fp16 and self.bf16:
             raise ConfigError("fp16 and bf16 are exclusive; choose one.")
         if not self.corpus:

@@ -123,7 +123,7 @@ def build_objective(
         parts, callbacks = build_hsimcse(
             cfg, model, sentences, batch_size=config.eval_batch_size, show_progress=show_progress
         )
-    loss = ContrastiveLoss(model, parts=parts, temperature=config.temperature)
+    loss = ContrastiveLoss(model, parts=parts, temperature=config.temperature, length_chunks=config.length_chunks)
     return loss, callbacks
 
 

@@ -38,10 +38,16 @@ def atomic_write_json(path: str | Path, value: Any) -> None:
 
 
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """Let ``writer`` fill a temporary file, then move it to ``path`` (for plots)."""
+    """Let ``writer`` fill a temporary file, then move it to ``path`` (for plots).
+
+    The temporary name is unique (two writers never share it) and keeps the suffix, from which
+    writers such as matplotlib take the format.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         writer(tmp)
         os.replace(tmp, path)

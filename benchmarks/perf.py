@@ -1,0 +1,237 @@
+"""Performance harness: this machine's floor, training step times and MFU per recipe, STS
+evaluation speed and peak memory, printed as one report.
+
+* Floor: the measured fp32 matmul throughput (GFLOP/s) with the torch thread count in use, and
+  the model FLOPs of one training step, ``6 x non-embedding parameters x tokens`` (both views),
+  with tokens counted padded (what the step computes) and unpadded (the useful part), averaged
+  over the batches the timing runs see; and of one seven-task evaluation (``2 x params x tokens``).
+* Training: alternating short runs (``--rounds`` x ``--round-steps``) of sentence-transformers'
+  MultipleNegativesRankingLoss on (s, s) pairs (the named baseline: the same model, batch,
+  sentences and optimiser) and hardcse's SimCSE, ClusterNS and HSimCSE (``cpu`` preset
+  settings; HSimCSE's bank is built before its run and its cost is shown amortised over a
+  250-step run). Per contender: median step time, sentences/s, MFU against the measured floor,
+  ratio to the baseline.
+* Evaluation: ``benchmarks/eval_speed.py`` (hardcse vs EmbeddingSimilarityEvaluator) is run as is.
+* Memory: peak resident set size of ``hardcse train --preset cpu`` (``--memory-steps`` steps,
+  evaluations included) in a child process.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/perf.py --rounds 3 --round-steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import ROOT, StepTimer, data_dir
+
+RECIPES = ("st-mnrl", "simcse", "clusterns", "hsimcse")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-three fp32 ``n x n`` matmul throughput (GFLOP/s) with the current thread count."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up (allocator, kernel choice)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def non_embedding_params(model) -> int:
+    backbone = model[0].auto_model
+    embed = sum(p.numel() for n, p in backbone.named_parameters() if "embeddings" in n)
+    return sum(p.numel() for p in backbone.parameters()) - embed
+
+
+def batch_tokens(model, sentences: list[str], batch: int, batches: int, seed: int) -> tuple[float, float]:
+    """Mean padded and unpadded tokens of one view over ``batches`` random batches."""
+    rng = np.random.default_rng(seed)
+    padded, real = [], []
+    for _ in range(batches):
+        rows = rng.choice(len(sentences), size=batch, replace=False)
+        mask = model.preprocess([sentences[i] for i in rows])["attention_mask"]
+        padded.append(mask.numel())
+        real.append(int(mask.sum()))
+    return float(np.mean(padded)), float(np.mean(real))
+
+
+def eval_token_count(model) -> int:
+    """Tokens of every distinct sentence of the seven test sets (no truncation, as evaluated)."""
+    from hardcse.data.sts import TASKS, load_tasks
+
+    distinct = {
+        s
+        for subsets in load_tasks(list(TASKS), data_dir()).values()
+        for p in subsets.values()
+        for s in (*p.sentences1, *p.sentences2)
+    }
+    tokenizer = model[0].tokenizer
+    return sum(len(ids) for ids in tokenizer(sorted(distinct), truncation=False)["input_ids"])
+
+
+def _args(out: Path, steps: int, seed: int):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    # The cpu preset's optimisation; no evaluation or saving inside the timed runs.
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=64,
+        learning_rate=3e-5,
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+
+
+def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Path) -> tuple[float, float]:
+    """(median step s, bank build s) of one short run of ``name``."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    import hardcse
+    from hardcse.data.corpus import corpus_dataset
+    from hardcse.models.encoder import build_training_model
+    from hardcse.training.run import build_objective
+
+    torch.manual_seed(seed)
+    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=name != "st-mnrl")
+    callbacks: list = []
+    build_s = 0.0
+    if name == "st-mnrl":
+        dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
+        loss = MultipleNegativesRankingLoss(model, scale=20.0)
+    else:
+        config = hardcse.make_config(preset="cpu", recipe=name, seed=seed, steps=steps)
+        dataset = corpus_dataset(sentences)
+        t0 = time.perf_counter()
+        loss, callbacks = build_objective(config, model, sentences, show_progress=False)
+        build_s = time.perf_counter() - t0
+    timer = StepTimer()
+    trainer = SentenceTransformerTrainer(
+        model=model, args=_args(out, steps, seed), train_dataset=dataset, loss=loss, callbacks=[*callbacks, timer]
+    )
+    trainer.train()
+    return timer.median(), build_s
+
+
+def peak_memory_mb(steps: int, out: Path) -> tuple[float, float]:
+    """(peak RSS MB, wall s) of ``hardcse train --preset cpu`` in a child process."""
+    cmd = [
+        str(Path(sys.executable).parent / "hardcse"),
+        "train",
+        "--preset",
+        "cpu",
+        "--steps",
+        str(steps),
+        "--eval-steps",
+        str(max(1, steps // 2)),
+        "--output",
+        str(out),
+        "--overwrite",
+        "--data-dir",
+        str(data_dir()),
+    ]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--round-steps", type=int, default=20, help="steps per contender and round")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--eval-rounds", type=int, default=1, help="eval_speed.py rounds (0: skip)")
+    parser.add_argument("--memory-steps", type=int, default=20, help="steps of the memory run (0: skip)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from hardcse.data.corpus import read_corpus
+    from hardcse.models.encoder import build_training_model
+
+    names = args.recipes.split(",")
+    sentences = read_corpus(["corpus/wikipedia_vital_articles_en.sentences.txt"], data_dir())
+    probe = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
+    params = non_embedding_params(probe)
+    padded, real = batch_tokens(probe, sentences, 64, 50, args.seed)
+    step_flops = 6 * params * 2 * padded  # two views of each sentence
+    useful_flops = 6 * params * 2 * real
+    eval_tokens = eval_token_count(probe)
+    peak = matmul_gflops()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+    print(f"floor: fp32 matmul {peak:.1f} GFLOP/s (2048^3, best of 3)")
+    print(
+        f"model: {params / 1e6:.2f} M non-embedding parameters; a batch of 64 x 2 views = {2 * padded:.0f} padded "
+        f"tokens ({2 * real:.0f} real); training step {step_flops / 1e9:.1f} GFLOP padded, "
+        f"{useful_flops / 1e9:.1f} GFLOP real; floor step time {step_flops / peak / 1e9:.3f} s"
+    )
+    print(
+        f"evaluation: {eval_tokens} tokens (distinct sentences of the seven test sets, untruncated): "
+        f"{2 * params * eval_tokens / 1e12:.2f} TFLOP, floor {2 * params * eval_tokens / peak / 1e9:.0f} s"
+    )
+
+    medians: dict[str, list[float]] = {n: [] for n in names}
+    builds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                step, build_s = time_recipe(name, sentences, args.round_steps, args.seed, Path(tmp) / f"{name}{r}")
+                medians[name].append(step)
+                builds[name] = max(builds.get(name, 0.0), build_s) if name == "hsimcse" else 0.0
+                print(f"round {r + 1} {name:<10} {step:.3f} s/step", flush=True)
+        memory = peak_memory_mb(args.memory_steps, Path(tmp) / "memory") if args.memory_steps else None
+
+    base = statistics.median(medians[names[0]])
+    print()
+    print(
+        "| contender | median step s | rounds (s) | sentences/s | MFU padded | MFU real "
+        "| bank build s (per step over 250) | vs " + names[0] + " |"
+    )
+    print("|:--|--:|:--|--:|--:|--:|--:|--:|")
+    for name in names:
+        step = statistics.median(medians[name])
+        amort = builds[name] / 250
+        rounds = ", ".join(f"{m:.3f}" for m in medians[name])
+        print(
+            f"| {name} | {step:.3f} | {rounds} | {64 / step:.1f} | {step_flops / step / peak / 1e9:.1%} "
+            f"| {useful_flops / step / peak / 1e9:.1%} | {builds[name]:.1f} ({amort:.3f}) "
+            f"| {(step + amort) / base:.3f} |"
+        )
+    if memory is not None:
+        print(f"\npeak RSS of `hardcse train --preset cpu --steps {args.memory_steps}`: {memory[0]:.0f} MB")
+    if args.eval_rounds:
+        print("\nevaluation (benchmarks/eval_speed.py):", flush=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "eval_speed.py"), "--rounds", str(args.eval_rounds)],
+            check=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

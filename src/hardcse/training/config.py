@@ -8,6 +8,7 @@ back with ``--config`` reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,8 @@ class TrainConfig:
                 f"unknown key(s) {', '.join(unknown)} in {source}; "
                 f"valid keys are {', '.join(sorted(cls.field_names()))}."
             )
+        hints = typing.get_type_hints(cls)
+        values = {key: _checked_value(key, hints[key], value, source) for key, value in values.items()}
         config = cls(**values)
         if isinstance(config.corpus, str):
             config.corpus = [config.corpus]
@@ -122,6 +125,35 @@ class TrainConfig:
             else:
                 values[key] = value
         return TrainConfig.from_dict(values)
+
+
+def _checked_value(key: str, hint: Any, value: Any, source: str) -> Any:
+    """``value`` as the type of field ``key``, or one clear error.
+
+    YAML reads ``5e-4`` (no dot) as a string, so numeric strings are converted for number fields.
+    """
+    if value is None:
+        return None
+    args = set(typing.get_args(hint)) or {hint}
+    if bool in args:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"'{key}' in {source} must be true or false, got {value!r}.")
+    if float in args or int in args:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ConfigError(f"'{key}' in {source} must be a number, got {value!r}.")
+        if float in args:
+            return float(number) if isinstance(value, str) else number
+        if float(number).is_integer():
+            return int(number)
+        raise ConfigError(f"'{key}' in {source} must be a whole number, got {value!r}.")
+    return value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Configuration values are checked against the field types (YAML and --set give strings)."""
+
+from __future__ import annotations
+
+import pytest
+
+import hardcse
+from hardcse.errors import ConfigError
+from hardcse.training.config import TrainConfig, load_yaml
+
+
+def test_numeric_strings_become_numbers(tmp_path):
+    # YAML 1.1 reads 5e-4 (no dot) as a string; --set and config files must still work.
+    config = hardcse.make_config(lr="5e-4", steps="10", eval_steps=5.0)
+    assert config.lr == 5e-4 and isinstance(config.lr, float)
+    assert config.steps == 10 and isinstance(config.steps, int) and config.eval_steps == 5
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 5e-4\nbatch_size: 32\n", encoding="utf-8")
+    assert load_yaml(path)["lr"] == "5e-4"
+    assert hardcse.make_config(config_file=path).lr == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"lr": "abc"}, "'lr' in configuration must be a number, got 'abc'."),
+        ({"steps": 2.5}, "'steps' in configuration must be a whole number, got 2.5."),
+        ({"fp16": "yes"}, "'fp16' in configuration must be true or false, got 'yes'."),
+        ({"batch_size": True}, "'batch_size' in configuration must be a number, got True."),
+    ],
+)
+def test_wrong_types_are_one_sentence(changes, message):
+    with pytest.raises(ConfigError) as err:
+        hardcse.make_config(**changes)
+    assert str(err.value) == message
+
+
+def test_none_keeps_optional_fields_empty():
+    assert TrainConfig.from_dict({"steps": None, "max_sentences": None}).steps is None

@@ -18,8 +18,7 @@ import pytest
 import torch
 from fake_sts import write_all
 from test_cli_evaluate import assert_one_sentence_error, run_cli
-from test_distributed import write_corpus
-from tiny import make_tiny_bert
+from test_distributed import make_bert, write_corpus
 
 import hardcse
 from hardcse.training.checkpoints import verify_checkpoint
@@ -45,7 +44,7 @@ def plant(path: Path, marker: Path) -> None:
 def interrupted_run(tmp_path_factory) -> Path:
     """A tiny run cut back to its step-4 checkpoint, as a killed run leaves it."""
     root = tmp_path_factory.mktemp("safe")
-    make_tiny_bert(root / "bert")
+    make_bert(root / "bert")
     write_corpus(root / "corpus.txt")
     write_all(root / "data", pairs=6)
     out = root / "run"

@@ -428,9 +428,7 @@ def test_state_dict_round_trip_gives_identical_next_steps():
     batches[1] = (batches[1][0] + 5.0, batches[1][1] + 5.0)
 
     def new_loss():
-        return ContrastiveLoss(
-            torch.nn.Identity(), build_clusterns(cfg, dim=5, batch_size=8), temperature=0.05
-        )
+        return ContrastiveLoss(torch.nn.Identity(), build_clusterns(cfg, dim=5, batch_size=8), temperature=0.05)
 
     for cut in (2, 4):  # resume before the start step (exact re-pick) and after it
         a = new_loss()

@@ -136,9 +136,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_bert, tiny_corpus, tmp_path
     import shutil
 
     full = tmp_path / "full"
-    reference = train(
-        _config(tiny_bert, tiny_corpus, full, data_dir, save_total_limit=10), show_progress=False
-    )
+    reference = train(_config(tiny_bert, tiny_corpus, full, data_dir, save_total_limit=10), show_progress=False)
     # Pretend the run died after its step-8 checkpoint: drop everything written later.
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)

@@ -40,9 +40,7 @@ def read_text_file(path: Path) -> list[str]:
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            raise DataError(
-                f"corpus '{path}' is not valid UTF-8 at line {number}; re-encode it as UTF-8."
-            ) from None
+            raise DataError(f"corpus '{path}' is not valid UTF-8 at line {number}; re-encode it as UTF-8.") from None
         text = text.strip()
         if not text:
             continue

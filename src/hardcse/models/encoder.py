@@ -64,9 +64,7 @@ def build_training_model(
     return SentenceTransformer(modules=modules, device=device)
 
 
-def export_model(
-    model: SentenceTransformer, path: str | Path, eval_max_seq_length: int | None = None
-) -> None:
+def export_model(model: SentenceTransformer, path: str | Path, eval_max_seq_length: int | None = None) -> None:
     """Save Transformer + Pooling of ``model`` (no train-only head) in sentence-transformers format.
 
     ``eval_max_seq_length`` replaces the training truncation length (32) in the saved model, so

@@ -105,9 +105,7 @@ class ClusterNSConfig:
         if self.bml_weight < 0:
             raise ConfigError(f"the ClusterNS BML weight must be >= 0, got {self.bml_weight}.")
         if self.reinit_patience < 1:
-            raise ConfigError(
-                f"ClusterNS reinit_patience must be at least 1 step, got {self.reinit_patience}."
-            )
+            raise ConfigError(f"ClusterNS reinit_patience must be at least 1 step, got {self.reinit_patience}.")
 
     @property
     def uses_bml(self) -> bool:

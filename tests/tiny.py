@@ -21,7 +21,8 @@ def make_tiny_bert(path: Path, hidden: int = 32, layers: int = 2, dropout: float
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz0123456789")
     vocab = list(dict.fromkeys(vocab))
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores vocab_file= here (only the special tokens survive): pass the vocabulary.
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(str(path))
     config = BertConfig(
         vocab_size=len(vocab),

@@ -88,7 +88,7 @@ def evaluate(
 ) -> None:
     """Evaluate MODEL on STS12-16, STS-B and SICK-R (cosine, Spearman x100, as SentEval/SimCSE)."""
     from hardcse.data.sts import load_tasks
-    from hardcse.evaluation.sts import check_aggregation, evaluate_model, format_table, resolve_tasks
+    from hardcse.evaluation.sts import check_aggregation, evaluate_model, resolve_tasks
     from hardcse.models.defaults import display_name
     from hardcse.models.loading import check_pooling, load_sentence_model
 
@@ -116,15 +116,26 @@ def evaluate(
         model_name=display_name(model),
         pooling=pooling,
     )
+    nan = any(math.isnan(t["spearman"]) for t in result["tasks"].values())
+    _print_result(
+        result,
+        f"aggregation={result['aggregation']}  split={result['split']}",
+        "note: nan means the model gave every pair the same similarity." if nan else None,
+        output,
+    )
+
+
+def _print_result(result: dict, settings: str, note: str | None, output: Path | None) -> None:
+    """The header line, the papers' table, an optional note; write the JSON to ``output``."""
+    from hardcse.evaluation.sts import format_table
+
     console = Console(highlight=False, soft_wrap=True)
     console.print(
-        f"{result['model']}  pooling={result['pooling']}  aggregation={result['aggregation']}  "
-        f"split={result['split']}  ({result['seconds']:.1f} s)",
-        markup=False,
+        f"{result['model']}  pooling={result['pooling']}  {settings}  ({result['seconds']:.1f} s)", markup=False
     )
     console.print(format_table(result), markup=False)
-    if any(math.isnan(t["spearman"]) for t in result["tasks"].values()):
-        console.print("note: nan means the model gave every pair the same similarity.", markup=False)
+    if note:
+        console.print(note, markup=False)
     if output is not None:
         write_json(result, output)
         console.print(f"wrote {output}", markup=False)
@@ -145,7 +156,6 @@ def _evaluate_with_mteb(
     from hardcse.data.sts import canonical_split
     from hardcse.errors import ConfigError
     from hardcse.evaluation.mteb_bridge import SICKR_NOTE, evaluate_mteb, require_mteb
-    from hardcse.evaluation.sts import format_table
     from hardcse.models.defaults import display_name
     from hardcse.models.loading import load_sentence_model
 
@@ -167,15 +177,5 @@ def _evaluate_with_mteb(
         model_name=display_name(model),
         pooling=pooling,
     )
-    console = Console(highlight=False, soft_wrap=True)
-    console.print(
-        f"{result['model']}  pooling={result['pooling']}  source=mteb {result['mteb_version']}  "
-        f"({result['seconds']:.1f} s)",
-        markup=False,
-    )
-    console.print(format_table(result), markup=False)
-    if "SICKRelatedness" in result["tasks"]:
-        console.print(SICKR_NOTE, markup=False)
-    if output is not None:
-        write_json(result, output)
-        console.print(f"wrote {output}", markup=False)
+    note = SICKR_NOTE if "SICKRelatedness" in result["tasks"] else None
+    _print_result(result, f"source=mteb {result['mteb_version']}", note, output)

@@ -83,25 +83,11 @@ def eval_token_count(model) -> int:
 
 
 def _args(out: Path, steps: int, seed: int):
-    from sentence_transformers import SentenceTransformerTrainingArguments
+    from simcse_vs_st import plain_args  # the cpu preset's optimisation, no evaluation or saving
 
-    # The cpu preset's optimisation; no evaluation or saving inside the timed runs.
-    return SentenceTransformerTrainingArguments(
-        output_dir=str(out),
-        max_steps=steps,
-        per_device_train_batch_size=64,
-        learning_rate=3e-5,
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        seed=seed,
-        data_seed=seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=1,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-    )
+    args = plain_args(out, steps, seed)
+    args.remove_unused_columns = False  # hardcse's dataset carries the corpus row as `label`
+    return args
 
 
 def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Path) -> tuple[float, float]:

@@ -43,6 +43,5 @@ def table_row(name: str, result: dict) -> str:
 
 
 TABLE_HEAD = (
-    "| run | STS12 | STS13 | STS14 | STS15 | STS16 | STS-B | SICK-R | Avg |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| run | STS12 | STS13 | STS14 | STS15 | STS16 | STS-B | SICK-R | Avg |\n|---|---|---|---|---|---|---|---|---|"
 )

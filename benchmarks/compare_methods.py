@@ -38,6 +38,11 @@ def _variant(spec: str) -> tuple[str, str, dict]:
     return name, recipe, overrides
 
 
+def _run_dir(out: Path, spec: str, seed: int) -> Path:
+    """'clusterns:false_negatives=mask', 42 -> OUT/clusterns-false_negativesmask-s42."""
+    return out / f"{spec.replace(':', '-').replace('=', '')}-s{seed}"
+
+
 def run_one(spec: str, seed: int, steps: int, out: Path, threads: int) -> dict:
     import torch
 
@@ -46,7 +51,7 @@ def run_one(spec: str, seed: int, steps: int, out: Path, threads: int) -> dict:
     from hardcse.training.run import train
 
     name, recipe, overrides = _variant(spec)
-    run_dir = out / f"{name.replace(':', '-').replace('=', '')}-s{seed}"
+    run_dir = _run_dir(out, name, seed)
     if (run_dir / "results.json").is_file() and (run_dir / "steptimes.json").is_file():
         return json.loads((run_dir / "results.json").read_text())
     timer = StepTimer()
@@ -83,7 +88,7 @@ def report(specs: list[str], seeds: list[int], out: Path) -> str:
         runs, times = [], []
         builds = []
         for seed in seeds:
-            run_dir = out / f"{spec.replace(':', '-').replace('=', '')}-s{seed}"
+            run_dir = _run_dir(out, spec, seed)
             result = json.loads((run_dir / "results.json").read_text())
             runs.append(result)
             times.append(statistics.median(json.loads((run_dir / "steptimes.json").read_text())[3:]))

@@ -259,6 +259,22 @@ def test_cli_on_a_finished_comparison_prints_the_report(setup, monkeypatch, caps
     assert "## Difference from simcse" in stdout and "report.md" in stdout
 
 
+def test_run_made_before_a_new_config_key_still_counts_as_finished(setup):
+    # A run saved by an older hardcse lacks keys added since (here length_chunks): it is the same
+    # run when the new key has its default, and is not trained again.
+    out = setup["out"]
+    saved = out / "simcse-s42" / "config.yaml"
+    text = saved.read_text(encoding="utf-8")
+    assert "length_chunks: 1\n" in text
+    saved.write_text(text.replace("length_chunks: 1\n", ""), encoding="utf-8")
+    try:
+        counter = StepCounter()
+        _, lines = _compare(setup, callbacks=[counter])
+        assert counter.steps == 0 and sum("skipped" in line for line in lines) == 6
+    finally:
+        saved.write_text(text, encoding="utf-8")
+
+
 def test_changed_configuration_is_refused(setup):
     out = setup["out"]
     before = (out / "simcse-s42" / "results.json").read_bytes()

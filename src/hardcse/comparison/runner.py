@@ -167,6 +167,13 @@ def run_state(spec: RunSpec, overwrite: bool = False) -> str:
         saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError):
         saved = None
+    if isinstance(saved, dict):
+        # Through the config class, so a key added to hardcse after the run was made compares as
+        # its default instead of as a difference.
+        try:
+            saved = yaml.safe_load(dump_yaml(TrainConfig.from_dict(saved, source=str(saved_file))))
+        except ConfigError:
+            pass  # unknown keys or bad values: compared as written, so the message names them
     wanted = yaml.safe_load(dump_yaml(spec.config))  # the same YAML round trip as the saved file
     if not isinstance(saved, dict) or _comparable(saved) != _comparable(wanted):
         if overwrite:

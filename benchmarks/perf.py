@@ -11,6 +11,8 @@ evaluation speed and peak memory, printed as one report.
   settings; HSimCSE's bank is built before its run and its cost is shown amortised over a
   250-step run). Per contender: median step time, sentences/s, MFU against the measured floor,
   ratio to the baseline.
+* Contender modifiers: ``simcse+chunks4`` (``length_chunks: 4``), ``simcse+bf16`` / ``st-mnrl+bf16``
+  (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak).
 * Evaluation: ``benchmarks/eval_speed.py`` (hardcse vs EmbeddingSimilarityEvaluator) is run as is.
 * Memory: peak resident set size of ``hardcse train --preset cpu`` (``--memory-steps`` steps,
   evaluations included) in a child process.
@@ -37,9 +39,9 @@ from common import ROOT, StepTimer, data_dir
 RECIPES = ("st-mnrl", "simcse", "clusterns", "hsimcse")
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Best-of-three fp32 ``n x n`` matmul throughput (GFLOP/s) with the current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-three ``n x n`` matmul throughput (GFLOP/s) in ``dtype`` with the current thread count."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)  # warm-up (allocator, kernel choice)
     best = 0.0
     for _ in range(3):
@@ -82,10 +84,24 @@ def eval_token_count(model) -> int:
     return sum(len(ids) for ids in tokenizer(sorted(distinct), truncation=False)["input_ids"])
 
 
-def _args(out: Path, steps: int, seed: int):
+def parse_contender(name: str) -> tuple[str, dict]:
+    """``'simcse+chunks4+bf16'`` -> (``simcse``, ``{"length_chunks": 4, "bf16": True}``)."""
+    base, *mods = name.split("+")
+    options: dict = {}
+    for mod in mods:
+        if mod == "bf16":
+            options["bf16"] = True
+        elif mod.startswith("chunks") and mod[6:].isdigit():
+            options["length_chunks"] = int(mod[6:])
+        else:
+            raise SystemExit(f"unknown contender modifier '{mod}' in '{name}' (use bf16 or chunksN)")
+    return base, options
+
+
+def _args(out: Path, steps: int, seed: int, bf16: bool = False):
     from simcse_vs_st import plain_args  # the cpu preset's optimisation, no evaluation or saving
 
-    args = plain_args(out, steps, seed)
+    args = plain_args(out, steps, seed, bf16=bf16)
     args.remove_unused_columns = False  # hardcse's dataset carries the corpus row as `label`
     return args
 
@@ -101,22 +117,29 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     from hardcse.models.encoder import build_training_model
     from hardcse.training.run import build_objective
 
+    recipe, options = parse_contender(name)
     torch.manual_seed(seed)
-    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=name != "st-mnrl")
+    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl")
     callbacks: list = []
     build_s = 0.0
-    if name == "st-mnrl":
+    if recipe == "st-mnrl":
+        if "length_chunks" in options:
+            raise SystemExit("st-mnrl has no length chunks")
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
         loss = MultipleNegativesRankingLoss(model, scale=20.0)
     else:
-        config = hardcse.make_config(preset="cpu", recipe=name, seed=seed, steps=steps)
+        config = hardcse.make_config(preset="cpu", recipe=recipe, seed=seed, steps=steps, **options)
         dataset = corpus_dataset(sentences)
         t0 = time.perf_counter()
         loss, callbacks = build_objective(config, model, sentences, show_progress=False)
         build_s = time.perf_counter() - t0
     timer = StepTimer()
     trainer = SentenceTransformerTrainer(
-        model=model, args=_args(out, steps, seed), train_dataset=dataset, loss=loss, callbacks=[*callbacks, timer]
+        model=model,
+        args=_args(out, steps, seed, bf16=options.get("bf16", False)),
+        train_dataset=dataset,
+        loss=loss,
+        callbacks=[*callbacks, timer],
     )
     trainer.train()
     return timer.median(), build_s
@@ -170,8 +193,9 @@ def main() -> None:
     useful_flops = 6 * params * 2 * real
     eval_tokens = eval_token_count(probe)
     peak = matmul_gflops()
+    peak_bf16 = matmul_gflops(dtype=torch.bfloat16)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
-    print(f"floor: fp32 matmul {peak:.1f} GFLOP/s (2048^3, best of 3)")
+    print(f"floor: fp32 matmul {peak:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s (2048^3, best of 3)")
     print(
         f"model: {params / 1e6:.2f} M non-embedding parameters; a batch of 64 x 2 views = {2 * padded:.0f} padded "
         f"tokens ({2 * real:.0f} real); training step {step_flops / 1e9:.1f} GFLOP padded, "
@@ -189,14 +213,14 @@ def main() -> None:
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 step, build_s = time_recipe(name, sentences, args.round_steps, args.seed, Path(tmp) / f"{name}{r}")
                 medians[name].append(step)
-                builds[name] = max(builds.get(name, 0.0), build_s) if name == "hsimcse" else 0.0
+                builds[name] = max(builds.get(name, 0.0), build_s)
                 print(f"round {r + 1} {name:<10} {step:.3f} s/step", flush=True)
         memory = peak_memory_mb(args.memory_steps, Path(tmp) / "memory") if args.memory_steps else None
 
     base = statistics.median(medians[names[0]])
     print()
     print(
-        "| contender | median step s | rounds (s) | sentences/s | MFU padded | MFU real "
+        "| contender | median step s | rounds (s) | sentences/s | MFU padded | MFU real (vs fp32 / bf16 peak) "
         "| bank build s (per step over 250) | vs " + names[0] + " |"
     )
     print("|:--|--:|:--|--:|--:|--:|--:|--:|")
@@ -204,9 +228,10 @@ def main() -> None:
         step = statistics.median(medians[name])
         amort = builds[name] / 250
         rounds = ", ".join(f"{m:.3f}" for m in medians[name])
+        top = peak_bf16 if parse_contender(name)[1].get("bf16") else peak
         print(
-            f"| {name} | {step:.3f} | {rounds} | {64 / step:.1f} | {step_flops / step / peak / 1e9:.1%} "
-            f"| {useful_flops / step / peak / 1e9:.1%} | {builds[name]:.1f} ({amort:.3f}) "
+            f"| {name} | {step:.3f} | {rounds} | {64 / step:.1f} | {step_flops / step / top / 1e9:.1%} "
+            f"| {useful_flops / step / top / 1e9:.1%} | {builds[name]:.1f} ({amort:.3f}) "
             f"| {(step + amort) / base:.3f} |"
         )
     if memory is not None:

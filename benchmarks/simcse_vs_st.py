@@ -35,9 +35,12 @@ from hardcse.evaluation.sts import evaluate_model
 from hardcse.models.encoder import build_training_model
 
 
-def plain_args(out: Path, steps: int, seed: int) -> SentenceTransformerTrainingArguments:
-    """The cpu preset's optimisation (batch 64, lr 3e-5, linear decay, no warm-up, clip 1.0), no eval/save."""
+def plain_args(out: Path, steps: int, seed: int, bf16: bool = False) -> SentenceTransformerTrainingArguments:
+    """The cpu preset's optimisation (batch 64, lr 3e-5, linear decay, no warm-up, clip 1.0), no eval/save;
+    ``bf16``: bfloat16 autocast (the trainer's mixed precision)."""
     return SentenceTransformerTrainingArguments(
+        bf16=bf16,
+        use_cpu=bf16 and not torch.cuda.is_available(),  # the trainer refuses CPU bf16 otherwise
         output_dir=str(out),
         max_steps=steps,
         per_device_train_batch_size=64,

@@ -34,6 +34,21 @@ def test_infonce_matches_hand_computation():
     assert abs(float(out["infonce"]) - _hand_infonce(z1, z2, 0.5)) < 1e-6
 
 
+def test_loss_is_fp32_under_bf16_autocast():
+    # Mixed precision stops at the embeddings: the cosines and the loss are computed in fp32, so the
+    # loss equals the fp32 one for the same (bf16-representable) embeddings.
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(8, 16, generator=g).bfloat16().float()
+    z2 = torch.randn(8, 16, generator=g).bfloat16().float()
+    loss = ContrastiveLoss(model=torch.nn.Identity(), temperature=0.05)
+    want = float(loss.compute_loss_from_embeddings(z1, z2)["infonce"])
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = loss.compute_loss_from_embeddings(z1.bfloat16(), z2.bfloat16())["infonce"]
+    assert got.dtype == torch.float32
+    assert abs(float(got) - want) < 1e-6
+    assert abs(want - _hand_infonce(z1, z2, 0.05)) < 1e-5
+
+
 def test_infonce_gradient_matches_closed_form():
     # d loss / d s_ij = (softmax_ij - 1[i=j]) / (N tau) for the scaled logits.
     torch.manual_seed(0)

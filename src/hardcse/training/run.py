@@ -144,13 +144,25 @@ def _cpu_processes() -> bool:
     the CPU; left alone it tries a GPU backend and falls back to one process per replica.
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return launched and not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return launched and not _accelerator()
+
+
+def _accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _use_cpu(config: TrainConfig) -> bool:
+    """Tell the trainer to use the CPU: several CPU processes, or bf16 autocast without a GPU
+    (the trainer refuses bf16 on a machine without one unless told it is meant for the CPU)."""
+    if config.fp16 and not _accelerator():
+        raise ConfigError("fp16 needs a GPU; on the CPU use bf16 (--set bf16=true) or neither.")
+    return _cpu_processes() or (config.bf16 and not _accelerator())
 
 
 def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainingArguments:
     return SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
-        use_cpu=_cpu_processes(),
+        use_cpu=_use_cpu(config),
         max_steps=config.steps if config.steps is not None else -1,
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,

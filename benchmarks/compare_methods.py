@@ -81,7 +81,8 @@ def run_one(run, out: Path, threads: int) -> dict:
         return json.loads((run.path / "results.json").read_text())
     timer = StepTimer()
     results = run_all([run], out, show_progress=False, callbacks=[timer])[run.name]
-    times.write_text(json.dumps(timer.times))
+    if timer.times:  # not when run_all found the run finished (trained elsewhere, untimed)
+        times.write_text(json.dumps(timer.times))
     return results
 
 
@@ -95,13 +96,17 @@ def cost_table(runs: list) -> str:
     for label in dict.fromkeys(r.label for r in runs):
         medians, builds = [], []
         for r in (r for r in runs if r.label == label):
-            times = json.loads((r.path / STEPTIMES).read_text())
-            medians.append(statistics.median(times[3:]))  # the first steps pay one-off costs
+            if (r.path / STEPTIMES).is_file():
+                times = json.loads((r.path / STEPTIMES).read_text())
+                medians.append(statistics.median(times[3:]))  # the first steps pay one-off costs
             result = json.loads((r.path / "results.json").read_text())
             # Cumulative bank encoding (first build + refreshes) over the run's steps. The median
             # step leaves the refresh steps out, so nothing is counted twice.
             built = [e["index_build_s"] for e in result["history"] if "index_build_s" in e]
             builds.append(built[-1] / result["steps"] if built else 0.0)
+        if not medians:
+            lines.append(f"| {label} | n/a (not timed here) | {statistics.mean(builds):.3f} | | |")
+            continue
         cost = statistics.median(medians) + statistics.mean(builds)
         base = base or cost
         lines.append(

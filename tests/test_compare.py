@@ -259,14 +259,24 @@ def test_cli_on_a_finished_comparison_prints_the_report(setup, monkeypatch, caps
     assert "## Difference from simcse" in stdout and "report.md" in stdout
 
 
-def test_run_made_before_a_new_config_key_still_counts_as_finished(setup):
-    # A run saved by an older hardcse lacks keys added since (here length_chunks): it is the same
-    # run when the new key has its default, and is not trained again.
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # A run saved by an older hardcse lacks keys added since: the same run when the new key
+        # has its default.
+        lambda text: text.replace("max_grad_norm: 1.0\n", ""),
+        # A speed-only setting (same embeddings and gradients) does not make it another run.
+        lambda text: text.replace("length_chunks: 1\n", "length_chunks: 4\n"),
+    ],
+    ids=["key-missing", "length-chunks-differ"],
+)
+def test_run_still_counts_as_finished(setup, edit):
     out = setup["out"]
     saved = out / "simcse-s42" / "config.yaml"
     text = saved.read_text(encoding="utf-8")
-    assert "length_chunks: 1\n" in text
-    saved.write_text(text.replace("length_chunks: 1\n", ""), encoding="utf-8")
+    edited = edit(text)
+    assert edited != text
+    saved.write_text(edited, encoding="utf-8")
     try:
         counter = StepCounter()
         _, lines = _compare(setup, callbacks=[counter])

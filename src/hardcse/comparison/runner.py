@@ -138,9 +138,14 @@ def plan_runs(
 # The state of a run directory
 
 
+#: Keys that do not make a run a different run: where it lives (DIR may be spelled differently
+#: between invocations) and pure speed settings (``length_chunks`` gives the same embeddings and
+#: gradients, tested), so a faster default does not orphan finished runs.
+NOT_IDENTITY = ("output", "length_chunks")
+
+
 def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    # Where the run lives is not what it is: DIR may be spelled differently between invocations.
-    return {k: v for k, v in values.items() if k != "output"}
+    return {k: v for k, v in values.items() if k not in NOT_IDENTITY}
 
 
 def run_state(spec: RunSpec, overwrite: bool = False) -> str:

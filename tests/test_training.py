@@ -152,6 +152,25 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_bert, tiny_corpus, tmp_path
     assert resumed["test"]["avg"] == reference["test"]["avg"]
 
 
+def test_bf16_trains_on_the_cpu(tiny_bert, tiny_corpus, tmp_path, data_dir):
+    # The trainer refuses bf16 on a machine without a GPU unless told it is meant for the CPU.
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    cfg = _config(tiny_bert, tiny_corpus, tmp_path / "bf16", data_dir, bf16=True, steps=4, eval_steps=4)
+    results = train(cfg, show_progress=False)
+    losses = [e["loss"] for e in results["history"] if "loss" in e]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+
+
+def test_fp16_without_a_gpu_is_one_sentence(tiny_bert, tiny_corpus, tmp_path, data_dir):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    cfg = _config(tiny_bert, tiny_corpus, tmp_path / "fp16", data_dir, fp16=True)
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        train(cfg, show_progress=False)
+    assert not (tmp_path / "fp16").exists()
+
+
 def test_nan_loss_stops_with_clear_error(tiny_bert, tiny_corpus, tmp_path, data_dir):
     cfg = _config(tiny_bert, tiny_corpus, tmp_path / "nan", data_dir, lr=1e9, steps=30, eval_steps=2)
     with pytest.raises(TrainingError, match="NaN"):

@@ -124,7 +124,8 @@ def report(runs: list, out: Path, name: str) -> str:
     results = {r.name: json.loads((r.path / "results.json").read_text()) for r in runs}
     predictions = {r.name: ensure_predictions(r) for r in runs}
     summary = summarize(runs, results, predictions, {r.name: run_info(r) for r in runs})
-    text = format_report(summary) + "\n## Step cost\n\n" + cost_table(runs) + "\n"
+    text = format_report(summary).replace("](curves.png)", f"]({name}.png)")
+    text += "\n## Step cost\n\n" + cost_table(runs) + "\n"
     atomic_write_json(out / f"{name}.json", summary)
     atomic_write_text(out / f"{name}.md", text)
     plot_curves(summary, out / f"{name}.png")

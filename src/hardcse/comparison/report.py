@@ -323,7 +323,9 @@ def plot_curves(summary: Mapping[str, Any], path: Path) -> None:
             continue
         color = colors[i % len(colors)]
         best = int(np.argmax(mean))
-        style = {"color": color, "lw": 2}
+        # A different dash per recipe, so a recipe whose curve coincides with another's (e.g. a
+        # method whose extra loss never fires) still shows under it.
+        style = {"color": color, "lw": 2, "ls": ("-", "--", ":", "-.")[i % 4]}
         if len(steps) <= 25:  # markers on every evaluation only while they stay apart
             style.update(marker=markers[i % len(markers)], markersize=5)
         later = steps > 0

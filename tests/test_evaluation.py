@@ -317,3 +317,22 @@ def test_model_directory_without_model_files(tmp_path):
 
     with pytest.raises(DataError, match="has neither modules.json .* nor config.json"):
         load_sentence_model(str(tmp_path))
+
+
+def test_pretokenized_fast_path_equals_encode(model):
+    # Every sentence tokenised once, then length-sorted slices through forward: the same vectors
+    # as `encode` batch by batch, dropout off even when the model was training, mode restored.
+    from hardcse.evaluation import sts
+
+    sentences = [f"sentence number {i} " + "word " * (i % 9) for i in range(300)]
+    model.train()
+    try:
+        fast = sts._encode_pretokenized(model, sentences, batch_size=64, show_progress=False)
+        assert fast is not None  # a plain right-padded text encoder takes the fast path
+        via_encode = model.encode(sentences, batch_size=64, convert_to_numpy=True)
+        assert np.abs(fast - via_encode).max() < 1e-5
+        model.train()
+        assert np.array_equal(sts.encode_unique(model, sentences, batch_size=64), fast)
+        assert model.training
+    finally:
+        model.eval()

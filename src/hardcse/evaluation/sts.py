@@ -178,6 +178,9 @@ def encode_unique(
     }
     try:
         with untruncated(model), torch.inference_mode():
+            fast = _encode_pretokenized(model, sentences, batch_size, show_progress)
+            if fast is not None:
+                return fast
             lengths = token_lengths(model, sentences)
             if lengths is None:
                 embeddings = model.encode(sentences, **{**options, "show_progress_bar": show_progress})
@@ -193,6 +196,75 @@ def encode_unique(
     finally:
         model.train(was_training)
     return embeddings.detach().to("cpu", torch.float32).numpy()
+
+
+#: Largest padded token matrix (sentences x longest) tokenised in one call by the fast path.
+PRETOKENIZE_LIMIT = 20_000_000
+
+
+@torch.inference_mode()
+def _encode_pretokenized(
+    model: SentenceTransformer, sentences: list[str], batch_size: int, show_progress: bool
+) -> np.ndarray | None:
+    """Tokenise every sentence once (the model's own ``preprocess``), then run the model on
+    length-sorted slices of those tensors: no second tokenisation per batch, which ``encode``
+    would do. ``None`` when the model is not a plain right-padded text encoder (prompts, other
+    inputs, left padding) or the matrix would be too large; the caller then uses ``encode``.
+
+    The first batch is also encoded with ``encode`` and must agree (to 1e-5), so a model whose
+    ``encode`` does more than ``forward`` (e.g. a module that acts on prompts) falls back too.
+    Call inside ``untruncated``.
+    """
+    from tqdm.auto import tqdm
+
+    tokenizer = getattr(model[0], "tokenizer", None)
+    prompts = getattr(model, "prompts", None) or {}
+    if not sentences or any(prompts.values()) or getattr(model, "default_prompt_name", None):
+        return None
+    if tokenizer is None or getattr(tokenizer, "padding_side", "right") != "right":
+        return None
+    lengths = token_lengths(model, sentences)
+    if lengths is None or len(sentences) * int(lengths.max()) > PRETOKENIZE_LIMIT:
+        return None
+    try:
+        features = model.preprocess(sentences)
+    except Exception:  # an unusual module stack: let encode handle it
+        logger.debug("could not pre-tokenise for the fast path", exc_info=True)
+        return None
+    mask = features.get("attention_mask")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        return None
+    tensors = {k: v for k, v in features.items() if isinstance(v, torch.Tensor)}
+    # Per-row token tensors are sliced; plain strings (e.g. ``modality``) are passed on as they are.
+    if any(v.shape[:2] != mask.shape for v in tensors.values()) or any(
+        not isinstance(v, (torch.Tensor, str)) for v in features.values()
+    ):
+        return None
+    model.eval()  # no dropout (the caller restores the training mode)
+    counts = mask.sum(dim=1)
+    order = torch.argsort(-counts, stable=True)  # longest first: memory peaks show early
+    device = model.device
+    starts = range(0, len(order), batch_size)
+
+    def run(rows: torch.Tensor) -> torch.Tensor:
+        width = int(counts[rows].max())
+        batch = {k: v[rows, :width].to(device) if k in tensors else v for k, v in features.items()}
+        return model.forward(batch)["sentence_embedding"].float()
+
+    # Checked on the last (shortest) batch first, where a second encoding costs least.
+    last = order[starts[-1] :]
+    embedded = run(last)
+    check = model.encode([sentences[i] for i in last.tolist()], batch_size=batch_size, convert_to_tensor=True)
+    if check.shape != embedded.shape or not torch.allclose(check.float().to(device), embedded, atol=1e-5):
+        logger.debug("fast path disagrees with encode; using encode")
+        return None
+    model.eval()  # encode may have changed nothing, but keep the no-dropout guarantee explicit
+    out = torch.empty(len(sentences), embedded.shape[1], dtype=torch.float32)
+    out[last] = embedded.to("cpu")
+    for start in tqdm(starts[:-1], desc="Batches", disable=not show_progress):
+        rows = order[start : start + batch_size]
+        out[rows] = run(rows).to("cpu")
+    return out.numpy()
 
 
 def score_tasks(

@@ -15,8 +15,9 @@ The protocol is that of the SentEval fork used by SimCSE, ClusterNS and HSimCSE
   ``evaluation.py``.
 
 Encoding is done once for all requested tasks: every distinct sentence is embedded exactly once
-and the pairs index into that matrix. The sentences are sorted by token count and passed to
-``model.encode`` batch by batch, so batches carry almost no padding. SentEval applies **no
+and the pairs index into that matrix. Each sentence is tokenised once, the sentences are
+sorted by token count and run through the model batch by batch, so batches carry almost no
+padding (models with prompts or other inputs go through ``model.encode``). SentEval applies **no
 truncation**, so while encoding the model's ``max_seq_length`` is lifted to the transformer's
 position limit and restored afterwards (hardcse models are trained with ``max_seq_length=32``
 and keep it).
@@ -160,9 +161,11 @@ def encode_unique(
 ) -> np.ndarray:
     """Embed ``sentences`` (already distinct), untruncated, in eval mode; one float32 row each, on the CPU.
 
-    The sentences are sorted by **token** count and handed to ``model.encode`` one batch at a
-    time, so a batch holds sentences of (nearly) equal length and carries almost no padding
-    (``encode`` alone sorts by character count, which leaves about 30-50% padding on these sets).
+    The sentences are sorted by **token** count and encoded one batch at a time, so a batch
+    holds sentences of (nearly) equal length and carries almost no padding (``encode`` alone
+    sorts by character count, which leaves about 30-50% padding on these sets). A plain text
+    encoder takes the fast path (every sentence tokenised once, slices through ``forward``);
+    others go batch by batch through ``model.encode``.
     Without a callable tokenizer a single ``encode`` call is made. The model's training mode and
     ``max_seq_length`` are restored afterwards.
     """
@@ -198,7 +201,8 @@ def encode_unique(
     return embeddings.detach().to("cpu", torch.float32).numpy()
 
 
-#: Largest padded token matrix (sentences x longest) tokenised in one call by the fast path.
+#: Largest padded token matrix (sentences x max_seq_length, its worst case) that the fast path
+#: tokenises in one call (20M int64 entries: 160 MB per tensor).
 PRETOKENIZE_LIMIT = 20_000_000
 
 
@@ -209,11 +213,10 @@ def _encode_pretokenized(
     """Tokenise every sentence once (the model's own ``preprocess``), then run the model on
     length-sorted slices of those tensors: no second tokenisation per batch, which ``encode``
     would do. ``None`` when the model is not a plain right-padded text encoder (prompts, other
-    inputs, left padding) or the matrix would be too large; the caller then uses ``encode``.
+    inputs, left padding) or the matrix could be too large; the caller then uses ``encode``.
 
-    The first batch is also encoded with ``encode`` and must agree (to 1e-5), so a model whose
-    ``encode`` does more than ``forward`` (e.g. a module that acts on prompts) falls back too.
-    Call inside ``untruncated``.
+    The last (shortest) batch is also encoded with ``encode`` and must agree (to 1e-5), so a
+    model whose ``encode`` does more than ``forward`` falls back too. Call inside ``untruncated``.
     """
     from tqdm.auto import tqdm
 
@@ -223,8 +226,9 @@ def _encode_pretokenized(
         return None
     if tokenizer is None or getattr(tokenizer, "padding_side", "right") != "right":
         return None
-    lengths = token_lengths(model, sentences)
-    if lengths is None or len(sentences) * int(lengths.max()) > PRETOKENIZE_LIMIT:
+    # preprocess truncates at max_seq_length, so that bounds the padded width.
+    width_bound = model.max_seq_length
+    if not callable(tokenizer) or not width_bound or len(sentences) * width_bound > PRETOKENIZE_LIMIT:
         return None
     try:
         features = model.preprocess(sentences)
@@ -258,7 +262,7 @@ def _encode_pretokenized(
     if check.shape != embedded.shape or not torch.allclose(check.float().to(device), embedded, atol=1e-5):
         logger.debug("fast path disagrees with encode; using encode")
         return None
-    model.eval()  # encode may have changed nothing, but keep the no-dropout guarantee explicit
+    model.eval()  # keep the no-dropout guarantee explicit after encode
     out = torch.empty(len(sentences), embedded.shape[1], dtype=torch.float32)
     out[last] = embedded.to("cpu")
     for start in tqdm(starts[:-1], desc="Batches", disable=not show_progress):

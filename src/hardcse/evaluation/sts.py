@@ -262,7 +262,6 @@ def _encode_pretokenized(
     if check.shape != embedded.shape or not torch.allclose(check.float().to(device), embedded, atol=1e-5):
         logger.debug("fast path disagrees with encode; using encode")
         return None
-    model.eval()  # keep the no-dropout guarantee explicit after encode
     out = torch.empty(len(sentences), embedded.shape[1], dtype=torch.float32)
     out[last] = embedded.to("cpu")
     for start in tqdm(starts[:-1], desc="Batches", disable=not show_progress):

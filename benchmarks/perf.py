@@ -12,7 +12,8 @@ evaluation speed and peak memory, printed as one report.
   250-step run). Per contender: median step time, sentences/s, MFU against the measured floor,
   ratio to the baseline.
 * Contender modifiers: ``simcse+chunks4`` (``length_chunks: 4``), ``simcse+bf16`` / ``st-mnrl+bf16``
-  (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak).
+  (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak),
+  ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers).
 * Evaluation: ``benchmarks/eval_speed.py`` (hardcse vs EmbeddingSimilarityEvaluator) is run as is.
 * Memory: peak resident set size of ``hardcse train --preset cpu`` (``--memory-steps`` steps,
   evaluations included) in a child process.
@@ -93,8 +94,10 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["bf16"] = True
         elif mod.startswith("chunks") and mod[6:].isdigit():
             options["length_chunks"] = int(mod[6:])
+        elif mod == "stockdrop":
+            options["fast_dropout"] = False
         else:
-            raise SystemExit(f"unknown contender modifier '{mod}' in '{name}' (use bf16 or chunksN)")
+            raise SystemExit(f"unknown contender modifier '{mod}' in '{name}' (use bf16, chunksN or stockdrop)")
     return base, options
 
 
@@ -114,6 +117,7 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
 
     import hardcse
     from hardcse.data.corpus import corpus_dataset
+    from hardcse.models.dropout import enable_fast_dropout
     from hardcse.models.encoder import build_training_model
     from hardcse.training.run import build_objective
 
@@ -123,8 +127,8 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     callbacks: list = []
     build_s = 0.0
     if recipe == "st-mnrl":
-        if "length_chunks" in options:
-            raise SystemExit("st-mnrl has no length chunks")
+        if "length_chunks" in options or "fast_dropout" in options:
+            raise SystemExit("st-mnrl takes only +bf16 (it has no length chunks and uses torch's dropout)")
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
         loss = MultipleNegativesRankingLoss(model, scale=20.0)
     else:
@@ -133,6 +137,8 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         t0 = time.perf_counter()
         loss, callbacks = build_objective(config, model, sentences, show_progress=False)
         build_s = time.perf_counter() - t0
+        if config.fast_dropout:
+            enable_fast_dropout(model)
     timer = StepTimer()
     trainer = SentenceTransformerTrainer(
         model=model,

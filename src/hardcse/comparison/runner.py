@@ -139,9 +139,11 @@ def plan_runs(
 
 
 #: Keys that do not make a run a different run: where it lives (DIR may be spelled differently
-#: between invocations) and pure speed settings (``length_chunks`` gives the same embeddings and
-#: gradients, tested), so a faster default does not orphan finished runs.
-NOT_IDENTITY = ("output", "length_chunks")
+#: between invocations) and speed settings that leave the method and its distributions as they
+#: are (``length_chunks`` gives the same embeddings and gradients for the same dropout masks,
+#: tested; ``fast_dropout`` draws the masks from another random stream with the same
+#: distribution), so a faster default does not orphan finished runs.
+NOT_IDENTITY = ("output", "length_chunks", "fast_dropout")
 
 
 def _comparable(values: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from hardcse.data.corpus import corpus_dataset, read_corpus
 from hardcse.errors import ConfigError, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
+from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import build_training_model, export_model, position_limit
 from hardcse.objectives.base import ContrastiveLoss, Part
 from hardcse.training import distributed as dist
@@ -251,6 +252,8 @@ def train(
         dropout=config.dropout,
         trust_remote_code=config.trust_remote_code,
     )
+    if config.fast_dropout:
+        enable_fast_dropout(model)
     eval_len = position_limit(model) or config.max_seq_length
     model_name = display_name(config.model)
     loss, extra_callbacks = build_objective(config, model, sentences, show_progress=show_progress)
@@ -337,6 +340,7 @@ def train(
         # The main process exports, scores and reports; the others return its results.
         dist.barrier()
         return json.loads((out / "results.json").read_text(encoding="utf-8"))
+    disable_fast_dropout(model)  # the export carries stock modules (saved files are the same either way)
     atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
 
     # Score the export as a user would load it: plain SentenceTransformer(path).

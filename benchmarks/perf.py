@@ -14,6 +14,8 @@ evaluation speed and peak memory, printed as one report.
 * Contender modifiers: ``simcse+chunks4`` (``length_chunks: 4``), ``simcse+bf16`` / ``st-mnrl+bf16``
   (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak),
   ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers).
+  Each timing run is a fresh child process, so no contender inherits another's allocator state
+  or caches.
 * Evaluation: ``benchmarks/eval_speed.py`` (hardcse vs EmbeddingSimilarityEvaluator) is run as is.
 * Memory: peak resident set size of ``hardcse train --preset cpu`` (``--memory-steps`` steps,
   evaluations included) in a child process.
@@ -24,6 +26,7 @@ evaluation speed and peak memory, printed as one report.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -127,7 +130,7 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     callbacks: list = []
     build_s = 0.0
     if recipe == "st-mnrl":
-        if "length_chunks" in options or "fast_dropout" in options:
+        if set(options) - {"bf16"}:
             raise SystemExit("st-mnrl takes only +bf16 (it has no length chunks and uses torch's dropout)")
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
         loss = MultipleNegativesRankingLoss(model, scale=20.0)
@@ -149,6 +152,16 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     )
     trainer.train()
     return timer.median(), build_s
+
+
+def time_in_child(name: str, steps: int, seed: int, out: Path, threads: int | None) -> tuple[float, float]:
+    """:func:`time_recipe` in a fresh process, so no contender inherits another's allocator state
+    or caches."""
+    cmd = [sys.executable, __file__, "--time-one", name, "--round-steps", str(steps), "--seed", str(seed)]
+    cmd += ["--out", str(out)] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["step"], result["build_s"]
 
 
 def peak_memory_mb(steps: int, out: Path) -> tuple[float, float]:
@@ -183,6 +196,8 @@ def main() -> None:
     parser.add_argument("--eval-rounds", type=int, default=1, help="eval_speed.py rounds (0: skip)")
     parser.add_argument("--memory-steps", type=int, default=20, help="steps of the memory run (0: skip)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # the child of time_in_child
+    parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -190,8 +205,14 @@ def main() -> None:
     from hardcse.data.corpus import read_corpus
     from hardcse.models.encoder import build_training_model
 
-    names = args.recipes.split(",")
     sentences = read_corpus(["corpus/wikipedia_vital_articles_en.sentences.txt"], data_dir())
+    if args.time_one:
+        step, build_s = time_recipe(args.time_one, sentences, args.round_steps, args.seed, args.out)
+        print(json.dumps({"step": step, "build_s": build_s}))
+        return
+    names = args.recipes.split(",")
+    for name in names:
+        parse_contender(name)  # a typo fails here, not rounds later
     probe = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
     params = non_embedding_params(probe)
     padded, real = batch_tokens(probe, sentences, 64, 50, args.seed)
@@ -217,7 +238,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
         for r in range(args.rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                step, build_s = time_recipe(name, sentences, args.round_steps, args.seed, Path(tmp) / f"{name}{r}")
+                step, build_s = time_in_child(name, args.round_steps, args.seed, Path(tmp) / f"{name}{r}", args.threads)
                 medians[name].append(step)
                 builds[name] = max(builds.get(name, 0.0), build_s)
                 print(f"round {r + 1} {name:<10} {step:.3f} s/step", flush=True)

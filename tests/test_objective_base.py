@@ -118,3 +118,35 @@ def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
         assert torch.allclose(a, b, atol=1e-5)
     # Left padding is never cut: the chunked path falls back to one pass.
     assert not ContrastiveLoss._pads_right(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+
+
+def test_padding_optimal_split_hand_worked_and_against_brute_force():
+    import itertools
+    import random
+
+    from hardcse.objectives.base import padding_optimal_split
+
+    assert padding_optimal_split([1, 1, 1, 10], 2) == [3, 1]  # 3x1 + 1x10 = 13 (halves: 22)
+    assert padding_optimal_split([5, 5, 5], 4) == [3]  # no cut saves anything: one piece
+    assert padding_optimal_split([2, 7], 1) == [2]
+    assert padding_optimal_split([], 3) == []
+
+    def work(lengths, sizes):
+        out, start = 0, 0
+        for size in sizes:
+            out += size * lengths[start + size - 1]
+            start += size
+        return out
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n, chunks = rng.randint(1, 9), rng.randint(1, 4)
+        lengths = sorted(rng.randint(1, 32) for _ in range(n))
+        sizes = padding_optimal_split(lengths, chunks)
+        assert sum(sizes) == n and len(sizes) <= chunks and min(sizes) > 0
+        best = min(
+            work(lengths, [b - a for a, b in zip((0, *cuts), (*cuts, n), strict=True)])
+            for k in range(min(chunks, n))
+            for cuts in itertools.combinations(range(1, n), k)
+        )
+        assert work(lengths, sizes) == best

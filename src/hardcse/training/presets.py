@@ -2,7 +2,8 @@
 
 A preset is a partial :class:`~hardcse.training.config.TrainConfig`. ``cpu`` (the default) is the
 bundled all-MiniLM-L6-v2 with CLS pooling, the corpus in the data directory, batch 64, lr 3e-5,
-250 steps and STS-B dev every 50 steps; combined with ``--recipe clusterns`` or ``--recipe
+250 steps, STS-B dev every 50 steps and the two views in up to four length-sorted passes
+(``length_chunks: 4``); combined with ``--recipe clusterns`` or ``--recipe
 hsimcse`` it takes that method's CPU settings. The paper presets set the recipe themselves.
 """
 
@@ -23,6 +24,8 @@ CPU: dict[str, Any] = {
     "lr": 3e-5,
     "steps": 250,
     "eval_steps": 50,
+    # Two views in up to 4 length-sorted passes: 17% less padded work, same embeddings (perf.py).
+    "length_chunks": 4,
 }
 
 

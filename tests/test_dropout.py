@@ -122,8 +122,8 @@ def test_dropout_attention_hands_everything_else_to_sdpa():
         assert torch.allclose(dropped, ref, atol=1e-6)
 
 
-def test_training_run_exports_stock_modules(tmp_path):
-    """A run with fast dropout saves a model that plain SentenceTransformer loads as usual."""
+def test_export_after_disable_is_a_plain_model(tmp_path):
+    """What run.py does before exporting: the saved model loads as usual, with stock attention."""
     from sentence_transformers import SentenceTransformer
     from tiny import make_tiny_bert
 

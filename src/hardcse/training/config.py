@@ -50,7 +50,7 @@ class TrainConfig:
     # Encode the two views in this many length-sorted chunks (less padding; 1 = one pass).
     length_chunks: int = 1
     # Dropout masks from packed 16-bit random draws on the CPU (p within 7.6e-6, same expectation;
-    # 15-20% faster steps); false = torch's own dropout. No effect on GPUs.
+    # 5-7% faster steps in perf.py); false = torch's own dropout. No effect on GPUs.
     fast_dropout: bool = True
     fp16: bool = False
     bf16: bool = False

@@ -64,10 +64,6 @@ AGGREGATIONS: tuple[str, ...] = ("all", "mean", "wmean")
 
 #: Default encoding batch size (SentEval's).
 DEFAULT_BATCH_SIZE = 128
-#: The fast path's batches hold about ``batch_size x TOKENS_PER_ROW`` tokens, and at most
-#: ``MAX_ROWS_FACTOR x batch_size`` sentences.
-TOKENS_PER_ROW = 32
-MAX_ROWS_FACTOR = 4
 
 TaskData = Mapping[str, Mapping[str, STSPairs]]
 
@@ -215,10 +211,9 @@ def _encode_pretokenized(
     model: SentenceTransformer, sentences: list[str], batch_size: int, show_progress: bool
 ) -> np.ndarray | None:
     """Tokenise every sentence once (the model's own ``preprocess``), then run the model on
-    length-sorted slices of those tensors, each of about ``batch_size x TOKENS_PER_ROW`` tokens:
-    no second tokenisation per batch, which ``encode`` would do. ``None`` when the model is not
-    a plain right-padded text encoder (prompts, other inputs, left padding) or the matrix could
-    be too large; the caller then uses ``encode``.
+    length-sorted slices of those tensors: no second tokenisation per batch, which ``encode``
+    would do. ``None`` when the model is not a plain right-padded text encoder (prompts, other
+    inputs, left padding) or the matrix could be too large; the caller then uses ``encode``.
 
     The last (shortest) batch is also encoded with ``encode`` and must agree (to 1e-5), so a
     model whose ``encode`` does more than ``forward`` falls back too. Call inside ``untruncated``.
@@ -253,13 +248,7 @@ def _encode_pretokenized(
     counts = mask.sum(dim=1)
     order = torch.argsort(-counts, stable=True)  # longest first: memory peaks show early
     device = model.device
-    # Batches of about batch_size x TOKENS_PER_ROW tokens: many short sentences per matmul, fewer
-    # long ones (3% faster than fixed batches of 128 on the seven test sets; BENCHMARKS.md).
-    budget, starts, i = batch_size * TOKENS_PER_ROW, [], 0
-    while i < len(order):
-        starts.append(i)
-        i += max(1, min(MAX_ROWS_FACTOR * batch_size, budget // max(1, int(counts[order[i]]))))
-    starts.append(len(order))
+    starts = range(0, len(order), batch_size)
 
     def run(rows: torch.Tensor) -> torch.Tensor:
         width = int(counts[rows].max())
@@ -267,7 +256,7 @@ def _encode_pretokenized(
         return model.forward(batch)["sentence_embedding"].float()
 
     # Checked on the last (shortest) batch first, where a second encoding costs least.
-    last = order[starts[-2] :]
+    last = order[starts[-1] :]
     embedded = run(last)
     check = model.encode([sentences[i] for i in last.tolist()], batch_size=batch_size, convert_to_tensor=True)
     if check.shape != embedded.shape or not torch.allclose(check.float().to(device), embedded, atol=1e-5):
@@ -275,9 +264,8 @@ def _encode_pretokenized(
         return None
     out = torch.empty(len(sentences), embedded.shape[1], dtype=torch.float32)
     out[last] = embedded.to("cpu")
-    spans = list(zip(starts[:-2], starts[1:-1], strict=True))
-    for start, end in tqdm(spans, desc="Batches", disable=not show_progress):
-        rows = order[start:end]
+    for start in tqdm(starts[:-1], desc="Batches", disable=not show_progress):
+        rows = order[start : start + batch_size]
         out[rows] = run(rows).to("cpu")
     return out.numpy()
 

@@ -24,6 +24,8 @@ untouched; :func:`disable_fast_dropout` restores the stock modules.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -44,31 +46,23 @@ def keep_mask(
     threshold = round(p * _LEVELS)
     if threshold >= _LEVELS:
         return torch.zeros(shape, dtype=dtype, device=device)
-    n = 1
-    for size in shape:
-        n *= int(size)
+    n = math.prod(shape)
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     lanes = words.view(torch.int16)[:n]
     keep = lanes >= threshold - _LEVELS // 2  # int16 lanes are uniform on [-2^15, 2^15)
     return keep.view(shape).to(dtype).mul_(1.0 / (1.0 - threshold / _LEVELS))
 
 
-def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
-    """``F.dropout`` with :func:`keep_mask` on the CPU; torch's own elsewhere (GPU kernels are fused)."""
-    if not training or p == 0.0:
-        return x
-    if x.device.type != "cpu":
-        return nn.functional.dropout(x, p, training)
-    return x * keep_mask(x.shape, p, x.dtype, x.device)
-
-
 class FastDropout(nn.Dropout):
-    """``nn.Dropout`` drawing its CPU masks with :func:`keep_mask` (same ``p``, same scaling)."""
+    """``nn.Dropout`` drawing its CPU masks with :func:`keep_mask` (same ``p``, same scaling);
+    torch's own elsewhere (GPU kernels are fused) and for in-place dropout."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
         if self.inplace or x.device.type != "cpu":
             return super().forward(x)
-        return fast_dropout(x, self.p, self.training)
+        return x * keep_mask(x.shape, self.p, x.dtype, x.device)
 
 
 def dropout_attention(
@@ -128,37 +122,39 @@ def _register() -> None:
 
 
 def _pretrained(model: nn.Module) -> list[nn.Module]:
-    """The transformers models inside ``model`` (a SentenceTransformer, a PreTrainedModel, ...)."""
+    """The transformers models inside ``model``, outermost first (``modules()`` is pre-order)."""
     from transformers import PreTrainedModel
 
-    found = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
-    # Only the outermost: set_attn_implementation reaches the submodels itself.
-    return [m for m in found if not any(m is not o and m in set(o.modules()) for o in found)]
+    return [m for m in model.modules() if isinstance(m, PreTrainedModel)]
+
+
+def _swap_dropout(model: nn.Module, old: type[nn.Dropout], new: type[nn.Dropout]) -> int:
+    """Replace every module of exactly type ``old`` by a ``new`` with the same settings."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is old:
+                setattr(parent, name, new(child.p, inplace=child.inplace).train(child.training))
+                swapped += 1
+    return swapped
+
+
+def _set_attention(model: nn.Module, old: str, new: str) -> None:
+    # A submodel sharing its parent's config was switched with it and no longer matches ``old``.
+    for pretrained in _pretrained(model):
+        if getattr(pretrained.config, "_attn_implementation", None) == old:
+            pretrained.set_attn_implementation(new)
 
 
 def enable_fast_dropout(model: nn.Module) -> int:
     """Swap every ``nn.Dropout`` in ``model`` for :class:`FastDropout` and ``sdpa`` attention for
     :func:`dropout_attention`. Returns the number of dropout modules swapped."""
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Dropout:
-                fast = FastDropout(child.p, inplace=child.inplace)
-                setattr(parent, name, fast.train(child.training))
-                swapped += 1
-    for pretrained in _pretrained(model):
-        if getattr(pretrained.config, "_attn_implementation", None) == "sdpa":
-            _register()
-            pretrained.set_attn_implementation(ATTENTION_NAME)
-    return swapped
+    _register()
+    _set_attention(model, "sdpa", ATTENTION_NAME)
+    return _swap_dropout(model, nn.Dropout, FastDropout)
 
 
 def disable_fast_dropout(model: nn.Module) -> None:
     """Undo :func:`enable_fast_dropout`: stock ``nn.Dropout`` modules and ``sdpa`` attention."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is FastDropout:
-                setattr(parent, name, nn.Dropout(child.p, inplace=child.inplace).train(child.training))
-    for pretrained in _pretrained(model):
-        if getattr(pretrained.config, "_attn_implementation", None) == ATTENTION_NAME:
-            pretrained.set_attn_implementation("sdpa")
+    _swap_dropout(model, FastDropout, nn.Dropout)
+    _set_attention(model, ATTENTION_NAME, "sdpa")

@@ -9,7 +9,9 @@ so the scores must agree.
 Contenders, run in rotating order for ``--rounds`` rounds in one process:
 
 * ``hardcse``: ``evaluate_model`` (reads the files, encodes each distinct sentence once in one
-  call, batch 128);
+  call, batch 128, linear layers on oneDNN with bias and GELU fused);
+* ``hardcse-stock``: the same with ``fused_kernels=False`` (torch's stock linear and GELU), to
+  show what the fused kernels add;
 * ``st-16``: one ``EmbeddingSimilarityEvaluator`` per task, its default batch size 16;
 * ``st-128``: the same with batch size 128 (hardcse's), to separate batching from deduplication.
 
@@ -71,8 +73,8 @@ def main() -> None:
     n_sentences = sum(2 * len(v[2]) for v in pooled.values())
     n_distinct = len({s for s1, s2, _ in pooled.values() for s in s1 + s2})
 
-    def run_hardcse() -> dict[str, float]:
-        result = evaluate_model(model, data_dir=data_dir, batch_size=128, show_progress=False)
+    def run_hardcse(fused: bool = True) -> dict[str, float]:
+        result = evaluate_model(model, data_dir=data_dir, batch_size=128, show_progress=False, fused_kernels=fused)
         return {t: result["tasks"][t]["spearman"] for t in ORDER}
 
     def run_st(batch_size: int) -> dict[str, float]:
@@ -84,7 +86,12 @@ def main() -> None:
             scores[task] = 100 * evaluator(model)[f"{task}_spearman_cosine"]
         return scores
 
-    contenders = {"hardcse": run_hardcse, "st-16": lambda: run_st(16), "st-128": lambda: run_st(128)}
+    contenders = {
+        "hardcse": run_hardcse,
+        "hardcse-stock": lambda: run_hardcse(False),
+        "st-16": lambda: run_st(16),
+        "st-128": lambda: run_st(128),
+    }
     names = list(contenders)
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
@@ -96,7 +103,7 @@ def main() -> None:
             scores[name] = contenders[name]()
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-            print(f"round {r + 1} {name:<8} {times[name][-1]:7.1f} s wall {cpu[name][-1]:7.1f} s cpu", flush=True)
+            print(f"round {r + 1} {name:<13} {times[name][-1]:7.1f} s wall {cpu[name][-1]:7.1f} s cpu", flush=True)
 
     med = {n: statistics.median(times[n]) for n in names}
     med_cpu = {n: statistics.median(cpu[n]) for n in names}
@@ -106,20 +113,20 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds; "
         f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores, shared)"
     )
-    print("| contender | median wall s | wall runs (s) | median CPU s | wall / hardcse | CPU / hardcse |")
-    print("|:----------|--------------:|:--------------|-------------:|---------------:|--------------:|")
+    print("| contender     | median wall s | wall runs (s) | median CPU s | wall / hardcse | CPU / hardcse |")
+    print("|:--------------|--------------:|:--------------|-------------:|---------------:|--------------:|")
     for n in names:
         runs = ", ".join(f"{t:.1f}" for t in times[n])
         print(
-            f"| {n:<9} | {med[n]:13.1f} | {runs} | {med_cpu[n]:12.1f} | {med[n] / med['hardcse']:14.2f} "
+            f"| {n:<13} | {med[n]:13.1f} | {runs} | {med_cpu[n]:12.1f} | {med[n] / med['hardcse']:14.2f} "
             f"| {med_cpu[n] / med_cpu['hardcse']:13.2f} |"
         )
     print()
-    print("| run      | " + " | ".join(f"{h:>6}" for h in HEAD) + " |    Avg |")
-    print("|:---------|" + "|".join("-------:" for _ in HEAD) + "|-------:|")
+    print("| run           | " + " | ".join(f"{h:>6}" for h in HEAD) + " |    Avg |")
+    print("|:--------------|" + "|".join("-------:" for _ in HEAD) + "|-------:|")
     for n in names:
         avg = np.mean([round(scores[n][t], 2) for t in ORDER])
-        print(f"| {n:<8} | " + " | ".join(f"{scores[n][t]:6.2f}" for t in ORDER) + f" | {avg:6.2f} |")
+        print(f"| {n:<13} | " + " | ".join(f"{scores[n][t]:6.2f}" for t in ORDER) + f" | {avg:6.2f} |")
     same = all(f"{scores[n][t]:.2f}" == f"{scores['hardcse'][t]:.2f}" for n in names for t in ORDER)
     print(f"identical to two decimals: {'yes' if same else 'NO'}")
 

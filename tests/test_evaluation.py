@@ -332,7 +332,13 @@ def test_pretokenized_fast_path_equals_encode(model):
         via_encode = model.encode(sentences, batch_size=64, convert_to_numpy=True)
         assert np.abs(fast - via_encode).max() < 1e-5
         model.train()
-        assert np.array_equal(sts.encode_unique(model, sentences, batch_size=64), fast)
+        assert np.array_equal(sts.encode_unique(model, sentences, batch_size=64, fused_kernels=False), fast)
         assert model.training
+        # oneDNN's fused linear layers (the default): the same vectors to float32 rounding.
+        from hardcse.models.fused_linear import fused_kernels_available
+
+        fused = sts.encode_unique(model, sentences, batch_size=64)
+        assert (0 if fused_kernels_available() else -1) < np.abs(fused - fast).max() < 1e-5
+        assert model.training and not any(type(m).__name__.startswith("Fused") for m in model.modules())
     finally:
         model.eval()

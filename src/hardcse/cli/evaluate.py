@@ -79,6 +79,12 @@ def evaluate(
     output: Path | None = typer.Option(None, "--output", "-o", help="Also write the result as JSON here."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the hub."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, mps ... (default: automatic)."),
+    fused_kernels: bool = typer.Option(
+        True,
+        "--fused-kernels/--no-fused-kernels",
+        help="On the CPU in float32, run linear layers on oneDNN with bias and GELU fused (faster; equal to "
+        "float32 rounding). --no-fused-kernels uses torch's stock kernels.",
+    ),
     use_mteb: bool = typer.Option(
         False,
         "--mteb",
@@ -115,6 +121,7 @@ def evaluate(
         show_progress=sys.stderr.isatty(),
         model_name=display_name(model),
         pooling=pooling,
+        fused_kernels=fused_kernels,
     )
     nan = any(math.isnan(t["spearman"]) for t in result["tasks"].values())
     _print_result(

@@ -158,6 +158,7 @@ def encode_unique(
     sentences: Sequence[str],
     batch_size: int = DEFAULT_BATCH_SIZE,
     show_progress: bool = False,
+    fused_kernels: bool = True,
 ) -> np.ndarray:
     """Embed ``sentences`` (already distinct), untruncated, in eval mode; one float32 row each, on the CPU.
 
@@ -166,10 +167,14 @@ def encode_unique(
     sorts by character count, which leaves about 30-50% padding on these sets). A plain text
     encoder takes the fast path (every sentence tokenised once, slices through ``forward``);
     others go batch by batch through ``model.encode``.
-    Without a callable tokenizer a single ``encode`` call is made. The model's training mode and
-    ``max_seq_length`` are restored afterwards.
+    Without a callable tokenizer a single ``encode`` call is made. With ``fused_kernels`` a
+    float32 model on the CPU runs its linear layers on oneDNN with bias and GELU fused
+    (:func:`hardcse.models.fused_linear.fused_cpu_inference`; ~10% faster, equal to float32
+    rounding). The model's training mode, modules and ``max_seq_length`` are restored afterwards.
     """
     from tqdm.auto import tqdm
+
+    from hardcse.models.fused_linear import fused_cpu_inference
 
     sentences = list(sentences)
     was_training = model.training
@@ -180,7 +185,7 @@ def encode_unique(
         "show_progress_bar": False,
     }
     try:
-        with untruncated(model), torch.inference_mode():
+        with untruncated(model), torch.inference_mode(), fused_cpu_inference(model, fused_kernels):
             fast = _encode_pretokenized(model, sentences, batch_size, show_progress)
             if fast is not None:
                 return fast
@@ -277,12 +282,14 @@ def score_tasks(
     batch_size: int = DEFAULT_BATCH_SIZE,
     show_progress: bool = False,
     return_predictions: bool = False,
+    fused_kernels: bool = True,
 ) -> dict[str, dict]:
     """Score already loaded tasks: ``{task: {"spearman", "pairs", "subsets"}}`` (Spearman x 100).
 
     Every distinct sentence over all tasks is encoded exactly once; a pair of two identical
     sentences scores exactly 1. With ``return_predictions`` each task also gets
     ``"predictions": {subset: (gold, cosine)}`` (float64 arrays, one entry per pair).
+    ``fused_kernels`` is passed to :func:`encode_unique`.
     """
     aggregation = check_aggregation(aggregation)
     index: dict[str, int] = {}
@@ -294,7 +301,9 @@ def score_tasks(
                 np.array([index.setdefault(s, len(index)) for s in pairs.sentences2], dtype=np.int64),
             )
     logger.info("encoding %d distinct sentences", len(index))
-    embeddings = encode_unique(model, list(index), batch_size=batch_size, show_progress=show_progress)
+    embeddings = encode_unique(
+        model, list(index), batch_size=batch_size, show_progress=show_progress, fused_kernels=fused_kernels
+    )
     results = {}
     for task, subsets in data.items():
         scored = {}
@@ -351,6 +360,7 @@ def evaluate_model(
     pooling: str | None = None,
     data: TaskData | None = None,
     return_predictions: bool = False,
+    fused_kernels: bool = True,
 ) -> dict:
     """Evaluate ``model`` on STS tasks the way the SimCSE-family papers do.
 
@@ -369,6 +379,8 @@ def evaluate_model(
             ``split`` (skips reading files).
         return_predictions: also return ``"predictions": {task: {subset: (gold, cosine)}}``, the
             per-pair scores (numpy arrays, not JSON-serialisable; see :func:`save_predictions`).
+        fused_kernels: on a float32 CPU model, run the linear layers on oneDNN with bias and GELU
+            fused (faster; equal to float32 rounding). ``False`` uses torch's stock kernels.
 
     Returns:
         ``{"model", "pooling", "aggregation", "split", "tasks": {task: {"spearman", "pairs",
@@ -389,7 +401,7 @@ def evaluate_model(
     else:
         names = resolve_tasks(list(data) if tasks is None else tasks, split)
         data = {t: data[t] for t in names}
-    task_results = score_tasks(model, data, aggregation, batch_size, show_progress, return_predictions)
+    task_results = score_tasks(model, data, aggregation, batch_size, show_progress, return_predictions, fused_kernels)
     predictions = {t: r.pop("predictions") for t, r in task_results.items() if "predictions" in r}
     ordered = {t: task_results[t] for t in TASKS if t in task_results}
     result = {
@@ -531,8 +543,10 @@ class STSEvaluator(BaseEvaluator):
         aggregation: str = "all",
         batch_size: int = DEFAULT_BATCH_SIZE,
         show_progress: bool = False,
+        fused_kernels: bool = True,
     ) -> None:
         super().__init__()
+        self.fused_kernels = fused_kernels
         self.split = canonical_split(split)
         self.tasks = resolve_tasks(list(tasks), self.split)
         self.aggregation = check_aggregation(aggregation)
@@ -549,7 +563,9 @@ class STSEvaluator(BaseEvaluator):
         self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
     ) -> dict[str, float]:
         """Score ``model``; returns the metrics dict (Spearman x 100)."""
-        results = score_tasks(model, self.data, self.aggregation, self.batch_size, self.show_progress)
+        results = score_tasks(
+            model, self.data, self.aggregation, self.batch_size, self.show_progress, fused_kernels=self.fused_kernels
+        )
         prefix = f"{self.name}_" if self.name else ""
         metrics: dict[str, float] = {}
         if len(self.tasks) > 1:

@@ -342,3 +342,34 @@ def test_pretokenized_fast_path_equals_encode(model):
         assert model.training and not any(type(m).__name__.startswith("Fused") for m in model.modules())
     finally:
         model.eval()
+
+
+def test_pretokenize_in_chunks_equals_one_preprocess_call(model, monkeypatch):
+    # Chunks of similar character length, copied into one padded matrix: exactly one call's tensors.
+    import torch
+
+    from hardcse.evaluation import sts
+
+    sentences = [f"sentence {i} " + "longer words here " * (i * 7 % 11) + "end" * (i % 3) for i in range(50)]
+    monkeypatch.setattr(sts, "PRETOKENIZE_CHUNK", 7)
+    calls = []
+    original = model.preprocess
+    monkeypatch.setattr(model, "preprocess", lambda s: calls.append(len(s)) or original(s))
+    merged = sts._pretokenize(model, sentences)
+    assert calls[:-1] == [7] * 7 and calls[-1] == 1 and sum(calls) == 50
+    expected = original(sentences)
+    assert set(merged) == set(expected)
+    for key, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(merged[key], value), key
+        else:
+            assert merged[key] == value
+    # Without a pad token the padded matrix cannot be rebuilt: the caller tokenises in one call.
+    pad = model.tokenizer.pad_token
+    model.tokenizer.pad_token = None
+    try:
+        assert model.tokenizer.pad_token_id is None
+        assert sts._pretokenize(model, sentences) is None
+    finally:
+        model.tokenizer.pad_token = pad
+    assert model.tokenizer.pad_token_id == 0

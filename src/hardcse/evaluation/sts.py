@@ -210,15 +210,67 @@ def encode_unique(
 #: tokenises in one call (20M int64 entries: 160 MB per tensor).
 PRETOKENIZE_LIMIT = 20_000_000
 
+#: Sentences per ``preprocess`` call of the fast path. The tokenizer's own work is fast; turning
+#: its padded output into tensors costs per padded entry, so chunks of similar character length
+#: (little padding each) took 1.4 s instead of 3.2 s for the 26,126 sentences of the seven sets.
+PRETOKENIZE_CHUNK = 2048
+
+
+def _pretokenize(model: SentenceTransformer, sentences: list[str]) -> dict[str, Any] | None:
+    """``model.preprocess(sentences)``, computed over chunks of similar character length.
+
+    The chunks' token tensors are copied into one right-padded matrix per key (the width of the
+    longest sentence), filled with the tokenizer's padding (``input_ids``: the pad token,
+    ``token_type_ids``: its pad type, ``attention_mask``: 0), so the result equals one
+    ``preprocess`` call. ``None`` when that cannot be guaranteed: another tensor key, no pad
+    token, a chunk whose padding holds other values, or non-tensor entries that differ by chunk.
+    """
+    tokenizer = model[0].tokenizer
+    if len(sentences) <= PRETOKENIZE_CHUNK:
+        return model.preprocess(sentences)
+    pad = {
+        "input_ids": tokenizer.pad_token_id,
+        "attention_mask": 0,
+        "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0),
+    }
+    if pad["input_ids"] is None:
+        return None
+    by_length = np.argsort([-len(s) for s in sentences], kind="stable")
+    parts = []
+    for start in range(0, len(sentences), PRETOKENIZE_CHUNK):
+        rows = torch.from_numpy(by_length[start : start + PRETOKENIZE_CHUNK])
+        parts.append((rows, model.preprocess([sentences[i] for i in rows.tolist()])))
+    first = parts[0][1]
+    keys = {k for k, v in first.items() if isinstance(v, torch.Tensor)}
+    if not keys <= set(pad) or "attention_mask" not in keys:
+        return None
+    width = max(f["attention_mask"].shape[1] for _, f in parts)
+    merged: dict[str, Any] = {k: v for k, v in first.items() if k not in keys}
+    for key in keys:
+        merged[key] = torch.full((len(sentences), width), pad[key], dtype=first[key].dtype)
+    for rows, features in parts:
+        if {k for k, v in features.items() if isinstance(v, torch.Tensor)} != keys:
+            return None
+        if any(features[k] != v for k, v in merged.items() if k not in keys):
+            return None
+        padding = features["attention_mask"] == 0
+        for key in keys:
+            values = features[key]
+            if values.dim() != 2 or not bool((values[padding] == pad[key]).all()):
+                return None
+            merged[key][rows, : values.shape[1]] = values
+    return merged
+
 
 @torch.inference_mode()
 def _encode_pretokenized(
     model: SentenceTransformer, sentences: list[str], batch_size: int, show_progress: bool
 ) -> np.ndarray | None:
-    """Tokenise every sentence once (the model's own ``preprocess``), then run the model on
-    length-sorted slices of those tensors: no second tokenisation per batch, which ``encode``
-    would do. ``None`` when the model is not a plain right-padded text encoder (prompts, other
-    inputs, left padding) or the matrix could be too large; the caller then uses ``encode``.
+    """Tokenise every sentence once (the model's own ``preprocess``, see :func:`_pretokenize`),
+    then run the model on length-sorted slices of those tensors: no second tokenisation per
+    batch, which ``encode`` would do. ``None`` when the model is not a plain right-padded text
+    encoder (prompts, other inputs, left padding) or the matrix could be too large; the caller
+    then uses ``encode``.
 
     The last (shortest) batch is also encoded with ``encode`` and must agree (to 1e-5), so a
     model whose ``encode`` does more than ``forward`` falls back too. Call inside ``untruncated``.
@@ -236,9 +288,11 @@ def _encode_pretokenized(
     if not callable(tokenizer) or not width_bound or len(sentences) * width_bound > PRETOKENIZE_LIMIT:
         return None
     try:
-        features = model.preprocess(sentences)
+        features = _pretokenize(model, sentences)
     except Exception:  # an unusual module stack: let encode handle it
         logger.debug("could not pre-tokenise for the fast path", exc_info=True)
+        return None
+    if features is None:
         return None
     mask = features.get("attention_mask")
     if not isinstance(mask, torch.Tensor) or mask.dim() != 2:

@@ -78,6 +78,29 @@ def test_evaluate_in_process_on_hand_made_data(tmp_path, monkeypatch, capsys):
     assert list(result["tasks"]) == ["STS13", "SICKRelatedness"]
 
 
+def test_no_fused_kernels_reaches_the_encoder_and_scores_the_same(tmp_path, monkeypatch, capsys):
+    import hardcse.models.fused_linear as fused_linear
+
+    write_all(tmp_path)
+    seen = []
+    original = fused_linear.fused_cpu_inference
+
+    def spy(model, enabled=True):
+        seen.append(enabled)
+        return original(model, enabled)
+
+    monkeypatch.setattr(fused_linear, "fused_cpu_inference", spy)
+    tables = {}
+    for flag in ([], ["--no-fused-kernels"]):
+        code, stdout, err = run_cli(
+            ["evaluate", "default", "--data-dir", str(tmp_path), "--tasks", "sts12,stsb", *flag], monkeypatch, capsys
+        )
+        assert code == 0, err
+        tables[bool(flag)] = stdout.splitlines()[1:]
+    assert seen == [True, False]
+    assert tables[True] == tables[False]  # the same scores to two decimals
+
+
 @pytest.fixture
 def fake_dir(tmp_path):
     return write_all(tmp_path / "data")

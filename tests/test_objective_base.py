@@ -106,14 +106,21 @@ def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
     sentences = ["a", "the cat sits on the house", "a dog runs", "the king of the state is old and wise", "birds"]
     features = model.preprocess(sentences)
     assert features["attention_mask"].sum(1).unique().numel() > 2  # lengths differ: chunks get cut
+    words = model[0].model.get_input_embeddings()
+    lookups = []
+    words.register_forward_hook(lambda module, args, out: lookups.append(args[0].shape))
     results = []
     for chunks in (1, 3):
         loss = ContrastiveLoss(model, length_chunks=chunks)
         model.zero_grad()
+        lookups.clear()
         z1, z2 = loss.encode_two_views(features)
         (z1.square().sum() + 2 * z2.sum()).backward()
-        grad = next(p for p in model.parameters() if p.grad is not None).grad.clone()
-        results.append((z1.detach(), z2.detach(), grad))
+        # The chunked passes share one word-embedding lookup of all 2N rows (one dense gradient).
+        assert lookups == [features["input_ids"].repeat(2, 1).shape]
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((z1.detach(), z2.detach(), *grads))
+    assert len(results[0]) == len(results[1]) > 10
     for a, b in zip(results[0], results[1], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     # Left padding is never cut: the chunked path falls back to one pass.

@@ -26,6 +26,7 @@ sums them and logs each one. Diagnostics of the last training step are in
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,6 +208,13 @@ class ContrastiveLoss(nn.Module):
         loss's batch, but less padding is computed (on the default corpus at max length 32,
         padded tokens per real token fall from 1.26 to 1.05 with C = 4; 1.09 with equal-sized
         chunks). Needs right padding.
+
+        The word embeddings of all 2N rows are looked up once and each pass gets its slice as
+        ``inputs_embeds`` (when the encoder takes them): the backward of a lookup builds a dense
+        vocabulary x dim gradient (30,522 x 384 for BERT) and adds it to the weight's, so one
+        lookup instead of C saves C - 1 of those (~10% of a 4-chunk CPU step, torch profiler).
+        Position and token-type embeddings are still added inside each pass; the forward is the
+        same computation and the gradients differ only by float summation order.
         """
         n = features["input_ids"].shape[0]
         doubled = {k: torch.cat([v, v], dim=0) if torch.is_tensor(v) else v for k, v in features.items()}
@@ -217,6 +225,10 @@ class ContrastiveLoss(nn.Module):
         lengths = mask.sum(dim=1)
         order = torch.argsort(lengths, stable=True)
         width = mask.shape[1]
+        lookup = self._word_embeddings()
+        if lookup is not None and torch.is_tensor(doubled.get("input_ids")) and "inputs_embeds" not in doubled:
+            ids = doubled.pop("input_ids")
+            doubled["inputs_embeds"] = lookup(ids)
         pieces = []
         sizes = padding_optimal_split(lengths[order].tolist(), self.length_chunks)
         for rows in torch.split(order, sizes):
@@ -225,12 +237,29 @@ class ContrastiveLoss(nn.Module):
             for key, value in doubled.items():
                 if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == 2 * n:
                     value = value[rows]
-                    if value.dim() == 2 and value.shape[1] == width:
+                    if value.dim() in (2, 3) and value.shape[1] == width:  # token ids / inputs_embeds
                         value = value[:, :cut]
                 chunk[key] = value
             pieces.append(self.model(chunk)["sentence_embedding"])
         emb = torch.cat(pieces)[torch.argsort(order)]
         return emb[:n], emb[n:]
+
+    def _word_embeddings(self) -> nn.Module | None:
+        """The encoder's input embedding module if its forward takes ``inputs_embeds``, else ``None``."""
+        if "_lookup" not in self.__dict__:
+            # Kept outside nn.Module's registry: the loss must not own (or save) the encoder's weights.
+            lookup = None
+            first = self.model[0] if isinstance(self.model, nn.Sequential) and len(self.model) else None
+            encoder = getattr(first, "model", None) or getattr(first, "auto_model", None)
+            params = getattr(first, "model_forward_params", None)
+            get = getattr(encoder, "get_input_embeddings", None)
+            if isinstance(encoder, nn.Module) and callable(get):
+                embedding = get()
+                takes = "inputs_embeds" in inspect.signature(encoder.forward).parameters
+                if isinstance(embedding, nn.Embedding) and takes and (params is None or "inputs_embeds" in params):
+                    lookup = embedding
+            object.__setattr__(self, "_lookup", lookup)
+        return self.__dict__["_lookup"]
 
     @staticmethod
     def _pads_right(mask: Tensor) -> bool:

@@ -213,8 +213,9 @@ class ContrastiveLoss(nn.Module):
         ``inputs_embeds`` (when the encoder takes them): the backward of a lookup builds a dense
         vocabulary x dim gradient (30,522 x 384 for BERT) and adds it to the weight's, so one
         lookup instead of C saves C - 1 of those (~10% of a 4-chunk CPU step, torch profiler).
-        Position and token-type embeddings are still added inside each pass; the forward is the
-        same computation and the gradients differ only by float summation order.
+        Position and token-type embeddings are still added inside each pass; for right-padded
+        BERT/RoBERTa-style encoders the forward is the same computation (tested) and the
+        gradients differ only by float summation order.
         """
         n = features["input_ids"].shape[0]
         doubled = {k: torch.cat([v, v], dim=0) if torch.is_tensor(v) else v for k, v in features.items()}

@@ -125,25 +125,26 @@ def fused_cpu_inference(model: nn.Module, enabled: bool = True) -> Iterator[bool
     if not enabled or not _fusable(model) or not fused_kernels_available():
         yield False
         return
-    classes: dict[nn.Linear, type[nn.Module]] = {}
+    switched: list[nn.Linear] = []
     activations: dict[nn.Module, nn.Module] = {}
     try:
+        # modules() is pre-order: a feed-forward block comes before its ``dense`` layer, which is
+        # then already a fused GELU class and not switched a second time.
         for module in model.modules():
-            dense = getattr(module, "dense", None)
             activation = getattr(module, "intermediate_act_fn", None)
             kind = _gelu_kind(activation)
+            dense = getattr(module, "dense", None)
             if type(dense) is nn.Linear and isinstance(activation, nn.Module) and kind is not None:
-                classes[dense] = nn.Linear
+                switched.append(dense)
                 dense.__class__ = kind
                 activations[module] = activation
                 module.intermediate_act_fn = nn.Identity()
-        for module in model.modules():
-            if type(module) is nn.Linear:
-                classes[module] = nn.Linear
+            elif type(module) is nn.Linear:
+                switched.append(module)
                 module.__class__ = FusedLinear
         yield True
     finally:
-        for module, cls in classes.items():
-            module.__class__ = cls
+        for module in switched:
+            module.__class__ = nn.Linear
         for module, activation in activations.items():
             module.intermediate_act_fn = activation

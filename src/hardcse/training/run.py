@@ -37,6 +37,7 @@ from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import build_training_model, export_model, position_limit
+from hardcse.models.precision import bf16_support
 from hardcse.objectives.base import ContrastiveLoss, Part
 from hardcse.training import distributed as dist
 from hardcse.training.callbacks import (
@@ -157,7 +158,27 @@ def _use_cpu(config: TrainConfig) -> bool:
     (the trainer refuses bf16 on a machine without one unless told it is meant for the CPU)."""
     if config.fp16 and not _accelerator():
         raise ConfigError("fp16 needs a GPU; on the CPU use bf16 (--set bf16=true) or neither.")
-    return _cpu_processes() or (config.bf16 and not _accelerator())
+    use_cpu = _cpu_processes() or (config.bf16 and not _accelerator())
+    if config.bf16:
+        _check_bf16("cpu" if use_cpu or not _accelerator() else None)
+    return use_cpu
+
+
+def _check_bf16(device: str | None) -> None:
+    """Refuse bf16 where the device only emulates it (issue 21: an AVX2-only CPU multiplies
+    bfloat16 ~50x slower than float32, so a run would crawl without a word)."""
+    support = bf16_support(device)
+    if support.native:
+        return
+    if support.device == "cpu":
+        raise ConfigError(
+            f"bf16 needs native bfloat16 and this CPU has none ({support.detail}), so training would run many "
+            "times slower than in float32; leave bf16 off (--set bf16=false)."
+        )
+    raise ConfigError(
+        f"bf16 needs native bfloat16 and this GPU has none ({support.detail}), so training would be slower than "
+        "in fp16; use --fp16 instead, or neither."
+    )
 
 
 def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainingArguments:

@@ -544,3 +544,62 @@ def test_presets():
     cpu = ClusterNSConfig(**CPU_CLUSTERNS)
     assert 2 <= cpu.k <= 64
     build_clusterns(cpu, dim=384, batch_size=64)
+
+
+def test_first_centroid_seed_follows_the_run_seed_unless_set():
+    """seed None (the default and the presets') takes the run's seed; an explicit seed wins."""
+    assert ClusterNSConfig().seed is None and CPU_CLUSTERNS["seed"] is None
+    assert all(p["clusterns"]["seed"] is None for p in CLUSTERNS_PRESETS.values())
+    states = {r: build_clusterns(ClusterNSConfig(k=4), dim=2, batch_size=8, run_seed=r)[0].cluster for r in (42, 43)}
+    assert states[42].seed == 42 and states[43].seed == 43
+    draws = {r: [s.first_row(8, step) for step in range(20)] for r, s in states.items()}
+    assert draws[42] != draws[43]
+    fixed = [build_clusterns(ClusterNSConfig(k=4, seed=7), dim=2, batch_size=8, run_seed=r)[0] for r in (42, 43)]
+    assert [p.config.seed for p in fixed] == [7, 7] and [p.cluster.seed for p in fixed] == [7, 7]
+    assert ClusterNSPart(ClusterNSConfig(k=4), dim=2).cluster.seed == 42  # no run seed known: 42
+
+
+def test_training_passes_the_run_seed_to_the_method(tmp_path):
+    from tiny import make_tiny_training_model
+
+    from hardcse.api import make_config
+    from hardcse.training.run import build_objective
+
+    model = make_tiny_training_model(tmp_path / "bert")
+    for run_seed, method_seed, expected in ((43, None, 43), (44, None, 44), (44, 5, 5)):
+        overrides = {"clusterns": {"seed": method_seed}} if method_seed is not None else {}
+        config = make_config(preset="cpu", recipe="clusterns", seed=run_seed, **overrides)
+        loss, _ = build_objective(config, model, ["a b"], show_progress=False)
+        assert loss.parts[0].cluster.seed == expected
+
+
+def test_compare_identity_uses_the_seed_a_method_draws_with(tmp_path):
+    """A compare run saved before method seeds followed the run seed (clusterns: no seed key;
+    hsimcse: seed 42) is the same run as today's only where its draws were the same: run seed 42."""
+    import yaml
+
+    from hardcse.api import make_config
+    from hardcse.comparison.runner import RunSpec, run_state
+    from hardcse.training.config import dump_yaml
+
+    for recipe in ("clusterns", "hsimcse"):
+        for seed, same in ((42, True), (43, False)):
+            out = tmp_path / f"{recipe}-s{seed}"
+            config = make_config(preset="cpu", recipe=recipe, seed=seed, output=str(out))
+            old = yaml.safe_load(dump_yaml(config))
+            if recipe == "clusterns":
+                del old[recipe]["seed"]
+            else:
+                old[recipe]["seed"] = 42
+            out.mkdir()
+            (out / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+            (out / "results.json").write_text("{}")
+            spec = RunSpec(label=recipe, seed=seed, config=config)
+            if same:
+                assert run_state(spec) == "finished"
+            else:
+                with pytest.raises(ConfigError, match=recipe):
+                    run_state(spec)
+            # Today's own config.yaml (seed: null) is always the same run.
+            (out / "config.yaml").write_text(dump_yaml(config))
+            assert run_state(spec) == "finished"

@@ -421,7 +421,7 @@ def test_bank_sample_keeps_corpus_order_and_maps_duplicates():
 
 
 def test_sampled_bank_excludes_self_through_the_row_map(tiny_model):
-    cfg = _config(k=3, bank_size=5)
+    cfg = _config(k=3, bank_size=5, seed=42)  # explicit: the sample is re-drawn below with cfg.seed
     parts, _ = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
     part = parts[0]
     assert part.index.size == 5 and float(part.build_seconds) > 0
@@ -436,3 +436,29 @@ def test_sampled_bank_excludes_self_through_the_row_map(tiny_model):
     assert bank == [
         SENTENCES[i] for i in np.sort(np.random.default_rng(cfg.seed).choice(len(SENTENCES), 5, replace=False))
     ]
+
+
+def test_method_seed_follows_the_run_seed_unless_set(tiny_model):
+    """Offsets, bank sample and IVF seed come from the run's seed when ``seed`` is None (the
+    default); an explicit method seed wins; with neither, 42."""
+    assert HSimCSEConfig().seed is None and HSimCSEConfig().seed_for(None) == 42
+    built = {}
+    for run_seed in (42, 43):
+        parts, _ = build_hsimcse(
+            _config(k=3, bank_size=5), tiny_model, SENTENCES, batch_size=4, show_progress=False, run_seed=run_seed
+        )
+        built[run_seed] = parts[0]
+        assert parts[0].config.seed == run_seed and parts[0].adversarial.seed == run_seed
+        assert parts[0].index.seed == run_seed
+    offsets = {s: p.adversarial.offset((4, 8), step=3) for s, p in built.items()}
+    assert not torch.allclose(offsets[42], offsets[43])
+    # The bank samples of the two run seeds differ (5 of 8 sentences, fixed by the seed).
+    assert bank_sample(SENTENCES, 5, 42)[0] != bank_sample(SENTENCES, 5, 43)[0]
+    explicit = [
+        build_hsimcse(_config(k=3, seed=7), tiny_model, SENTENCES, batch_size=4, show_progress=False, run_seed=r)[0][0]
+        for r in (42, 43)
+    ]
+    assert [p.config.seed for p in explicit] == [7, 7]
+    assert torch.equal(explicit[0].adversarial.offset((4, 8), 3), explicit[1].adversarial.offset((4, 8), 3))
+    # A part built directly from an unresolved config uses the official 42.
+    assert HSimCSEPart(_config(), _index()).adversarial.seed == 42

@@ -1,6 +1,6 @@
 """Planning and running every recipe x seed of a comparison, resumably.
 
-Each run goes through the same path as ``hardcse train`` (:func:`hardcse.api.make_config` +
+Each run goes through the same path as ``hardcse train`` (:func:`hardcse.training.config.make_config` +
 :func:`hardcse.training.run.train`) into ``DIR/<label>-s<seed>/``. A run is *finished* when its
 ``results.json`` exists and its ``config.yaml`` is the configuration that would be run now
 (``output`` aside); finished runs are skipped, half-finished ones are continued from their last
@@ -108,7 +108,7 @@ def plan_runs(
         ConfigError: unknown recipe, missing or bad YAML, two recipes with the same label, a bad
             preset or override.
     """
-    from hardcse.api import make_config
+    from hardcse.training.config import make_config
 
     out = Path(output).expanduser()
     labels: dict[str, str] = {}
@@ -146,8 +146,23 @@ def plan_runs(
 NOT_IDENTITY = ("output", "length_chunks", "fast_dropout")
 
 
+#: The method seed of a saved ClusterNS/HSimCSE configuration without a ``seed`` key: runs saved
+#: before method seeds followed the run seed drew with 42 whatever their ``seed`` (new configs
+#: always write the key, ``null`` meaning the run's seed).
+LEGACY_METHOD_SEED = 42
+
+
 def _comparable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in NOT_IDENTITY}
+    """The identity of a run: every key but :data:`NOT_IDENTITY`, with each method's seed as the
+    seed it draws with (explicit, else the run's seed, else the legacy 42), so an old run whose
+    draws equal the new default's compares equal and one whose draws differ does not."""
+    comparable = {k: v for k, v in values.items() if k not in NOT_IDENTITY}
+    for method in ("clusterns", "hsimcse"):
+        options = comparable.get(method)
+        if isinstance(options, dict) and options:
+            seed = options.get("seed", LEGACY_METHOD_SEED)
+            comparable[method] = {**options, "seed": values.get("seed") if seed is None else seed}
+    return comparable
 
 
 def run_state(spec: RunSpec, overwrite: bool = False) -> str:
@@ -182,12 +197,11 @@ def run_state(spec: RunSpec, overwrite: bool = False) -> str:
         except ConfigError:
             pass  # unknown keys or bad values: compared as written, so the message names them
     wanted = yaml.safe_load(dump_yaml(spec.config))  # the same YAML round trip as the saved file
-    if not isinstance(saved, dict) or _comparable(saved) != _comparable(wanted):
+    have, want = _comparable(saved if isinstance(saved, dict) else {}), _comparable(wanted)
+    if not isinstance(saved, dict) or have != want:
         if overwrite:
             return "new"
-        differing = sorted(
-            k for k in set(_comparable(wanted)) | set(_comparable(saved or {})) if (saved or {}).get(k) != wanted.get(k)
-        )
+        differing = sorted(k for k in set(want) | set(have) if have.get(k) != want.get(k))
         raise ConfigError(
             f"'{path}' holds a run with a different configuration ({', '.join(differing) or 'unreadable config.yaml'} "
             "differ); pass --overwrite to redo it, or choose another --output."

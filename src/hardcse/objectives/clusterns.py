@@ -28,7 +28,7 @@ both), ``bml_normalize="masked"`` (mean over the masked pairs only), ``centroid_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,8 @@ from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
 
 FALSE_NEGATIVE_MODES = ("bml", "mask", "both")
 BML_NORMALIZATIONS = ("all", "masked")
+#: The method seed when neither the method nor the run names one (the official code's seed).
+DEFAULT_SEED = 42
 
 
 @dataclass
@@ -66,7 +68,9 @@ class ClusterNSConfig:
         reinit_empty: re-initialise clusters that received no point for ``reinit_patience``
             consecutive steps from the batch points farthest from their centroid.
         reinit_patience: see ``reinit_empty``.
-        seed: seed of the random first centroid (mixed with the step, identical on all ranks).
+        seed: seed of the random first centroid (mixed with the step, identical on all ranks);
+            ``None`` (default) takes the run's seed (``--seed``), so runs of several seeds also
+            differ in this draw; :meth:`seed_for` resolves it.
     """
 
     k: int = 128
@@ -83,7 +87,7 @@ class ClusterNSConfig:
     centroid_update: str = "sum"
     reinit_empty: bool = False
     reinit_patience: int = 100
-    seed: int = 42
+    seed: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one sentence) for an invalid value."""
@@ -106,6 +110,12 @@ class ClusterNSConfig:
             raise ConfigError(f"the ClusterNS BML weight must be >= 0, got {self.bml_weight}.")
         if self.reinit_patience < 1:
             raise ConfigError(f"ClusterNS reinit_patience must be at least 1 step, got {self.reinit_patience}.")
+
+    def seed_for(self, run_seed: int | None = None) -> int:
+        """The seed used: ``seed`` when set, else ``run_seed``, else 42 (the official code's)."""
+        if self.seed is not None:
+            return int(self.seed)
+        return int(run_seed) if run_seed is not None else DEFAULT_SEED
 
     @property
     def uses_bml(self) -> bool:
@@ -182,7 +192,7 @@ class ClusterNSPart(Part):
             centroid_update=config.centroid_update,
             reinit_empty=config.reinit_empty,
             reinit_patience=config.reinit_patience,
-            seed=config.seed,
+            seed=config.seed_for(None),
             batch_size=batch_size,
         )
 
@@ -244,15 +254,23 @@ def validate_batch_size(config: ClusterNSConfig, batch_size: int) -> None:
         raise ConfigError(too_few_sentences_message(config.k, batch_size))
 
 
-def build_clusterns(config: ClusterNSConfig, dim: int, batch_size: int) -> list[Part]:
+def build_clusterns(config: ClusterNSConfig, dim: int, batch_size: int, run_seed: int | None = None) -> list[Part]:
     """The ClusterNS parts for vectors of dimension ``dim`` and a *global* batch of
-    ``batch_size`` sentences (per-device batch x processes); checks K <= batch size."""
+    ``batch_size`` sentences (per-device batch x processes); checks K <= batch size.
+
+    ``run_seed`` (the training run's ``--seed``) becomes the seed of the first-centroid draw
+    unless ``config.seed`` is set; the part's config holds the resolved seed. The draw is a
+    function of (seed, step) only, so a resumed run re-draws it exactly without saved RNG state.
+    """
     config.validate()
     validate_batch_size(config, batch_size)
+    config = replace(config, seed=config.seed_for(run_seed))
     return [ClusterNSPart(config, dim=dim, batch_size=batch_size)]
 
 
 def _preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
+    # ``seed: None`` is written out so a saved config.yaml says "the run's seed" explicitly
+    # (a ClusterNS config saved before method seeds followed the run seed has no key: 42).
     return {
         "model": model,
         "batch_size": batch_size,
@@ -262,7 +280,7 @@ def _preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
         "eval_steps": 125,
         "early_stopping": 3,
         "fp16": True,
-        "clusterns": {"hard_negatives": True, **clusterns},
+        "clusterns": {"hard_negatives": True, "seed": None, **clusterns},
     }
 
 
@@ -301,6 +319,7 @@ CLUSTERNS_PRESETS: dict[str, dict] = {
 #:   measured run), so clustering still starts early, after the space has begun to spread out,
 #:   which is the official trigger's intent.
 #: * eta, lambda, alpha, beta from the BERT-base column of the README table.
+#: * seed None: the first-centroid draw follows the run's ``--seed`` (written out, see ``_preset``).
 CPU_CLUSTERNS: dict = {
     "k": 32,
     "theta": 0.4,
@@ -309,4 +328,5 @@ CPU_CLUSTERNS: dict = {
     "bml_weight": 1e-3,
     "bml_alpha": 0.0,
     "bml_beta": 0.3,
+    "seed": None,
 }

@@ -36,14 +36,15 @@ Differences from the official code, on purpose (METHODS.md §4.7):
 * it works under DDP: the quadruplet terms use the gathered global batch and every process
   holds the same full index (the official code only runs on one GPU);
 * the random offset comes from a generator seeded by ``(seed, step)``, so a step is
-  reproducible (the official code draws from the global RNG).
+  reproducible (the official code draws from the global RNG); ``seed`` defaults to the run's
+  ``--seed`` (:meth:`HSimCSEConfig.seed_for`), so runs of several seeds differ in it too.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,8 @@ from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
 
 ADV_INITS = ("unit_uniform", "unit_gaussian", "zero")
 INDEX_MODES = ("official", "refresh")
+#: The method seed when neither the method nor the run names one (the official script's seed).
+DEFAULT_SEED = 42
 
 
 @dataclass
@@ -75,9 +78,10 @@ class HSimCSEConfig:
     steps), ``index_kind`` (``flat`` exact, ``ivf``, ``hnsw``) with ``nlist``/``nprobe`` (IVF)
     and ``hnsw_m``/``ef_construction``/``ef_search`` (HNSW), ``exclude_self`` (drop the
     sentence and its exact duplicates from its neighbours), ``seed`` (random offsets, IVF, bank
-    sample). ``bank_size``: ``None`` (official) indexes the whole training corpus; a number
-    indexes a fixed random sample of that many corpus sentences (drawn with ``seed``), which
-    bounds the cost of encoding the bank (see :data:`CPU_HSIMCSE`).
+    sample; ``None``, the default, takes the run's ``--seed``, see :meth:`seed_for`).
+    ``bank_size``: ``None`` (official) indexes the whole training corpus; a number indexes a
+    fixed random sample of that many corpus sentences (drawn with ``seed``), which bounds the
+    cost of encoding the bank (see :data:`CPU_HSIMCSE`).
     """
 
     adv_step: float = 3.0
@@ -98,8 +102,14 @@ class HSimCSEConfig:
     ef_construction: int = 80
     ef_search: int = 64
     exclude_self: bool = True
-    seed: int = 42
+    seed: int | None = None
     bank_size: int | None = None
+
+    def seed_for(self, run_seed: int | None = None) -> int:
+        """The seed used: ``seed`` when set, else ``run_seed``, else 42 (the official script's)."""
+        if self.seed is not None:
+            return int(self.seed)
+        return int(run_seed) if run_seed is not None else DEFAULT_SEED
 
     def validate(self) -> None:
         """Raise :class:`~hardcse.errors.ConfigError` for an impossible combination."""
@@ -130,6 +140,8 @@ class HSimCSEConfig:
 
 
 # -- presets ---------------------------------------------------------------------------------
+# Includes ``seed: None`` (the run's seed), written out in every saved config.yaml; configs saved
+# before method seeds followed the run seed say ``seed: 42`` there.
 _OFFICIAL = asdict(HSimCSEConfig())
 
 #: The official script (``run_unsup_example.sh``): roberta-base, batch 64, lr 2e-5, 1 epoch,
@@ -324,7 +336,9 @@ class HSimCSEPart(Part):
         super().__init__()
         config.validate()
         self.config = config
-        self.adversarial = AdversarialPositive(config.adv_step, config.adv_init, config.adv_iters, config.seed)
+        self.adversarial = AdversarialPositive(
+            config.adv_step, config.adv_init, config.adv_iters, config.seed_for(None)
+        )
         self.in_batch = InBatchHardestNegative()
         self.corpus = CorpusNegative(index, config.k, config.top_mean, config.exclude_self, bank_row=bank_row)
         self.register_buffer("refresh_count", torch.zeros((), dtype=torch.long))
@@ -434,11 +448,15 @@ def build_hsimcse(
     corpus: list[str],
     batch_size: int = 128,
     show_progress: bool = True,
+    run_seed: int | None = None,
 ) -> tuple[list[Part], list[transformers.TrainerCallback]]:
     """The HSimCSE parts and their callbacks, for ``model`` trained on ``corpus``.
 
     Call it **before** training with the freshly built (untrained) model; ``corpus[i]`` must be
-    the sentence whose dataset ``label`` is ``i``.
+    the sentence whose dataset ``label`` is ``i``. ``run_seed`` (the run's ``--seed``) seeds the
+    random offsets, the bank sample and the IVF training unless ``config.seed`` is set; the
+    part's config holds the resolved seed. All three are functions of the seed (and step) only,
+    so a resumed run draws them again exactly without saved RNG state.
 
     * ``official`` mode: the bank is encoded here, from the untrained backbone (eval mode, no
       head, L2-normalised raw [CLS]), and never rebuilt. On resume the trainer restores the
@@ -455,6 +473,7 @@ def build_hsimcse(
     config.validate()
     if not corpus:
         raise ConfigError("HSimCSE needs a non-empty training corpus for its corpus index.")
+    config = replace(config, seed=config.seed_for(run_seed))
     bank, bank_row = bank_sample(corpus, config.bank_size, config.seed)
     index = CorpusIndex(
         kind=config.index_kind,

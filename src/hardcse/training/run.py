@@ -106,7 +106,10 @@ def create_output(out: Path, overwrite: bool, resume: bool) -> None:
 def build_objective(
     config: TrainConfig, model: SentenceTransformer, sentences: list[str], show_progress: bool = True
 ) -> tuple[ContrastiveLoss, list[TrainerCallback]]:
-    """The recipe's loss (parts composed on the contrastive frame) and its extra callbacks."""
+    """The recipe's loss (parts composed on the contrastive frame) and its extra callbacks.
+
+    A method seed left unset (``clusterns.seed``/``hsimcse.seed`` null) is the run's ``seed``.
+    """
     parts: list[Part] = []
     callbacks: list[TrainerCallback] = []
     # Inside a run the process group exists already; a caller building the loss alone under a
@@ -117,13 +120,13 @@ def build_objective(
 
         cfg = _method_config(ClusterNSConfig, config.clusterns, "clusterns")
         dim = model.get_embedding_dimension()
-        parts = build_clusterns(cfg, dim=dim, batch_size=config.batch_size * world)
+        parts = build_clusterns(cfg, dim=dim, batch_size=config.batch_size * world, run_seed=config.seed)
     elif config.recipe == "hsimcse":
         from hardcse.objectives.hsimcse import HSimCSEConfig, build_hsimcse
 
         cfg = _method_config(HSimCSEConfig, config.hsimcse, "hsimcse")
         parts, callbacks = build_hsimcse(
-            cfg, model, sentences, batch_size=config.eval_batch_size, show_progress=show_progress
+            cfg, model, sentences, batch_size=config.eval_batch_size, show_progress=show_progress, run_seed=config.seed
         )
     loss = ContrastiveLoss(model, parts=parts, temperature=config.temperature, length_chunks=config.length_chunks)
     return loss, callbacks

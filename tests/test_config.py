@@ -23,10 +23,10 @@ def test_numeric_strings_become_numbers(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"lr": "abc"}, "'lr' in configuration must be a number, got 'abc'."),
-        ({"steps": 2.5}, "'steps' in configuration must be a whole number, got 2.5."),
-        ({"fp16": "yes"}, "'fp16' in configuration must be true or false, got 'yes'."),
-        ({"batch_size": True}, "'batch_size' in configuration must be a number, got True."),
+        ({"lr": "abc"}, "'lr' in the options must be a number, got 'abc'."),
+        ({"steps": 2.5}, "'steps' in the options must be a whole number, got 2.5."),
+        ({"fp16": "yes"}, "'fp16' in the options must be true or false, got 'yes'."),
+        ({"batch_size": True}, "'batch_size' in the options must be a number, got True."),
     ],
 )
 def test_wrong_types_are_one_sentence(changes, message):

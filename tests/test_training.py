@@ -208,7 +208,7 @@ def test_bad_config_values():
         hardcse.make_config(preset="nope")
     with pytest.raises(ConfigError, match="batch size"):
         hardcse.make_config(batch_size=1)
-    with pytest.raises(ConfigError, match="unknown configuration key"):
+    with pytest.raises(ConfigError, match="unknown key .bogus. in the options; valid keys are"):
         hardcse.make_config(bogus=1)
 
 

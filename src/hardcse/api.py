@@ -5,24 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hardcse.training.config import TrainConfig, load_yaml
-from hardcse.training.presets import resolve_preset
+from hardcse.training.config import TrainConfig, make_config
 
-
-def make_config(
-    preset: str = "cpu", recipe: str | None = None, config_file: str | Path | None = None, **overrides: Any
-) -> TrainConfig:
-    """Resolve preset < YAML file < keyword overrides into a validated :class:`TrainConfig`."""
-    file_values = load_yaml(config_file) if config_file is not None else {}
-    preset = overrides.pop("preset", None) or file_values.get("preset", preset)
-    recipe = recipe or file_values.get("recipe")
-    base = TrainConfig.from_dict(resolve_preset(preset, recipe), source=f"preset '{preset}'")
-    config = base.updated(**{k: v for k, v in file_values.items() if k != "preset"})
-    config = config.updated(**overrides)
-    if "output" not in overrides and "output" not in file_values:
-        config.output = f"runs/{config.recipe}-{config.preset}"
-    config.validate()
-    return config
+__all__ = ["compare", "evaluate", "make_config", "train"]
 
 
 def train(

@@ -26,3 +26,9 @@ class TrainingError(HardcseError):
     """Training cannot go on (for example the loss became NaN)."""
 
     exit_code = 3
+
+
+class Interrupted(HardcseError):
+    """The user interrupted the command (Ctrl-C); exit status 130 as for SIGINT."""
+
+    exit_code = 130

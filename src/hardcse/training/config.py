@@ -8,6 +8,8 @@ back with ``--config`` reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,9 @@ class TrainConfig:
     temperature: float = 0.05
     # Encode the two views in this many length-sorted chunks (less padding; 1 = one pass).
     length_chunks: int = 1
+    # Cached (GradCache-style) steps: encode at most this many sentences at a time, the loss still
+    # on the whole batch (memory of a mini-batch, gradients of the batch); None = one graph.
+    mini_batch_size: int | None = None
     # Dropout masks from packed 16-bit random draws on the CPU (p within 7.6e-6, same expectation;
     # 5-7% faster steps in perf.py); false = torch's own dropout. No effect on GPUs.
     fast_dropout: bool = True
@@ -69,29 +74,76 @@ class TrainConfig:
     hsimcse: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Check every value's range (types were checked when the config was built); one sentence each.
+
+        Runs before the corpus or the model is loaded, so a bad value costs nothing.
+        """
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe '{self.recipe}'; choose one of {', '.join(RECIPES)}.")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling '{self.pooling}'; choose one of {', '.join(POOLINGS)}.")
         if self.batch_size < 2:
             raise ConfigError(
                 f"batch size {self.batch_size} is too small: contrastive learning needs at least 2 sentences "
                 "per batch (the official recipes use 64 to 512)."
             )
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps must be at least 1, got {self.steps}.")
+        _at_least("--steps", self.steps, 1)
         if self.steps is None and self.epochs <= 0:
             raise ConfigError(f"--epochs must be positive, got {self.epochs}.")
-        if self.eval_steps < 1:
-            raise ConfigError(f"--eval-steps must be at least 1, got {self.eval_steps}.")
+        _at_least("--eval-steps", self.eval_steps, 1)
+        _at_least("--early-stopping", self.early_stopping, 1)
+        _at_least("--max-sentences", self.max_sentences, 1)
+        _at_least("max_seq_length", self.max_seq_length, 1)
+        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        _at_least("save_total_limit", self.save_total_limit, 1)
+        _at_least("warmup_steps", self.warmup_steps, 0)
         if not (self.lr > 0):
             raise ConfigError(f"--lr must be positive, got {self.lr}.")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}.")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("weight_decay and max_grad_norm must be 0 or more.")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout is a probability in [0, 1), got {self.dropout}.")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}.")
         if self.length_chunks < 1:
             raise ConfigError(f"length_chunks must be at least 1, got {self.length_chunks}.")
+        if self.mini_batch_size is not None and not 1 <= self.mini_batch_size <= self.batch_size:
+            raise ConfigError(
+                f"mini_batch_size must be between 1 and the batch size {self.batch_size} sentences (or unset: "
+                f"no caching), got {self.mini_batch_size}."
+            )
         if self.fp16 and self.bf16:
             raise ConfigError("fp16 and bf16 are exclusive; choose one.")
         if not self.corpus:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
+        if self.test_tasks is not None:
+            from hardcse.evaluation.sts import resolve_tasks
+
+            resolve_tasks(self.test_tasks, "test")
+        self.method_configs()  # each method's own checks (K <= batch, margins, choices ...)
+
+    def method_configs(self) -> dict[str, Any]:
+        """The method settings as their typed, validated config objects (``{"clusterns": ...}``).
+
+        ClusterNS's K is checked against the global batch here (per-device batch x ``WORLD_SIZE``
+        of a launcher), so a too-small batch is refused before anything loads.
+        """
+        import os
+
+        configs = {}
+        for name, cls in method_config_classes().items():
+            configs[name] = cls(**check_fields(cls, getattr(self, name), "the configuration", prefix=f"{name}."))
+            configs[name].validate()
+        if self.recipe == "clusterns":
+            from hardcse.cluster.kmeans import too_few_sentences_message
+
+            world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+            k = configs["clusterns"].k
+            if k > self.batch_size * world:
+                raise ConfigError(too_few_sentences_message(k, self.batch_size * world))
+        return configs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,27 +154,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "configuration") -> TrainConfig:
-        unknown = sorted(set(values) - cls.field_names())
-        if unknown:
-            raise ConfigError(
-                f"unknown key(s) {', '.join(unknown)} in {source}; "
-                f"valid keys are {', '.join(sorted(cls.field_names()))}."
-            )
-        hints = typing.get_type_hints(cls)
-        values = {key: _checked_value(key, hints[key], value, source) for key, value in values.items()}
-        config = cls(**values)
+        """A config from ``values`` (every key known, every value of its field's type, nested
+        method settings included); ranges are checked by :meth:`validate`."""
+        config = cls(**check_fields(cls, values, source))
         if isinstance(config.corpus, str):
             config.corpus = [config.corpus]
         return config
 
-    def updated(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (``None`` values are ignored; dicts are merged)."""
+    def updated(self, source: str = "the options", **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (``None`` values are ignored; dicts are merged).
+
+        The changes are checked on their own first, so an error names where they came from.
+        """
+        changes = check_fields(TrainConfig, {k: v for k, v in changes.items() if v is not None}, source)
         values = self.to_dict()
         for key, value in changes.items():
-            if value is None:
-                continue
-            if key not in values:
-                raise ConfigError(f"unknown configuration key '{key}'.")
             if isinstance(values[key], dict) and isinstance(value, dict):
                 values[key] = {**values[key], **value}
             else:
@@ -130,14 +176,62 @@ class TrainConfig:
         return TrainConfig.from_dict(values)
 
 
+POOLINGS = ("cls", "mean", "max")
+
+
+def method_config_classes() -> dict[str, type]:
+    """TrainConfig field -> the typed config dataclass of that method."""
+    from hardcse.objectives.clusterns import ClusterNSConfig
+    from hardcse.objectives.hsimcse import HSimCSEConfig
+
+    return {"clusterns": ClusterNSConfig, "hsimcse": HSimCSEConfig}
+
+
+def _at_least(name: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}.")
+
+
+def check_fields(cls: type, values: Any, source: str, prefix: str = "") -> dict[str, Any]:
+    """``values`` checked against the fields of dataclass ``cls``: all unknown keys named at once
+    with the valid ones, each value converted to its field's type or refused in one sentence.
+
+    Method settings (``clusterns``, ``hsimcse``) are checked against their own dataclasses, so
+    ``--set clusterns.k=abc`` fails here, before anything loads.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{prefix.rstrip('.')}' in {source} must be a mapping of keys to values, got {values!r}.")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in values if key not in names]
+    if unknown:
+        valid = ", ".join(prefix + n for n in sorted(names))
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(prefix + str(k)) for k in unknown)} "
+            f"in {source}; valid keys are {valid}."
+        )
+    hints = typing.get_type_hints(cls)
+    nested = method_config_classes() if cls is TrainConfig else {}
+    checked = {}
+    for key, value in values.items():
+        if key in nested:
+            checked[key] = check_fields(nested[key], value, source, prefix=f"{prefix}{key}.")
+        else:
+            checked[key] = _checked_value(prefix + key, hints[key], value, source)
+    return checked
+
+
 def _checked_value(key: str, hint: Any, value: Any, source: str) -> Any:
     """``value`` as the type of field ``key``, or one clear error.
 
-    YAML reads ``5e-4`` (no dot) as a string, so numeric strings are converted for number fields.
+    YAML reads ``5e-4`` (no dot) as a string, so numeric strings are converted for number fields;
+    NaN and infinities are refused (no setting means them).
     """
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = set(typing.get_args(hint)) if union else {hint}
     if value is None:
-        return None
-    args = set(typing.get_args(hint)) or {hint}
+        if type(None) in args:
+            return None
+        raise ConfigError(f"'{key}' in {source} needs a value, got null.")
     if bool in args:
         if isinstance(value, bool):
             return value
@@ -151,11 +245,25 @@ def _checked_value(key: str, hint: Any, value: Any, source: str) -> Any:
                 number = None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"'{key}' in {source} must be a number, got {value!r}.")
+        if not math.isfinite(number):
+            raise ConfigError(f"'{key}' in {source} must be a finite number, got {value!r}.")
         if float in args:
             return float(number) if isinstance(value, str) else number
         if float(number).is_integer():
             return int(number)
         raise ConfigError(f"'{key}' in {source} must be a whole number, got {value!r}.")
+    if str in args:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"'{key}' in {source} must be text, got {value!r}.")
+    origins = {typing.get_origin(a) for a in args}
+    if list in origins:
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(item, str) for item in items):
+            return list(items)
+        raise ConfigError(f"'{key}' in {source} must be a list of text values, got {value!r}.")
+    if dict in origins and not isinstance(value, dict):
+        raise ConfigError(f"'{key}' in {source} must be a mapping of keys to values, got {value!r}.")
     return value
 
 
@@ -166,11 +274,42 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{path}' does not exist.")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}.") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.start}); re-encode it.") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}.") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file '{path}' must hold a mapping of keys to values.")
     return values
+
+
+def make_config(
+    preset: str | None = "cpu", recipe: str | None = None, config_file: str | Path | None = None, **overrides: Any
+) -> TrainConfig:
+    """Resolve preset < YAML file < keyword overrides into a checked, validated :class:`TrainConfig`.
+
+    Each layer's keys and values are checked on their own (an error names the file or the
+    options), and everything is validated before anything is loaded. Without an ``output`` the
+    run goes to ``runs/RECIPE-PRESET``.
+    """
+    from hardcse.training.presets import resolve_preset
+
+    file_values = load_yaml(config_file) if config_file is not None else {}
+    source = f"config file '{config_file}'"
+    preset = overrides.pop("preset", None) or file_values.get("preset") or preset or "cpu"
+    recipe = recipe or file_values.get("recipe")
+    if not isinstance(preset, str) or not (recipe is None or isinstance(recipe, str)):
+        raise ConfigError(f"preset and recipe must be names, got {preset!r} and {recipe!r}.")
+    base = TrainConfig.from_dict(resolve_preset(preset, recipe), source=f"preset '{preset}'")
+    config = base.updated(source=source, **{k: v for k, v in file_values.items() if k != "preset"})
+    config = config.updated(source="the options", **overrides)
+    if overrides.get("output") is None and file_values.get("output") is None:
+        config.output = f"runs/{config.recipe}-{config.preset}"
+    config.validate()
+    return config
 
 
 def dump_yaml(config: TrainConfig) -> str:

@@ -14,8 +14,6 @@ import logging
 import math
 import os
 import pickle
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,14 @@ from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from hardcse.data.corpus import corpus_dataset, read_corpus
-from hardcse.errors import ConfigError, TrainingError
+from hardcse.errors import ConfigError, Interrupted, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import build_training_model, export_model, position_limit
 from hardcse.models.precision import bf16_support
 from hardcse.objectives.base import ContrastiveLoss, Part
+from hardcse.rundir import RunDirectory, check_output_dir
 from hardcse.training import distributed as dist
 from hardcse.training.callbacks import (
     HistoryCallback,
@@ -57,50 +56,28 @@ OUTPUTS = ("model", "config.yaml", "results.json", "results.md", "curves.png")
 PREDICTIONS = "test_predictions.npz"  # per-pair test cosines and gold scores, {task}/{subset}/{gold,cosine}
 
 
-def check_output(config: TrainConfig, overwrite: bool, resume: bool) -> Path:
-    """Refuse to touch an earlier run without --overwrite/--resume (nothing is left behind here).
+def check_output(config: TrainConfig, overwrite: bool, resume: bool, kind: str = "train") -> Path:
+    """Refuse to touch an earlier run without --overwrite/--resume, to replace anything that is not
+    a hardcse run, or to write where another process writes (nothing is touched here).
 
     A finished run (``results.json``) is not resumed either: that would rewrite its results.
     """
-    out = Path(config.output).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output '{out}' exists and is not a directory; choose another --output.")
-    busy = out.exists() and any(out.iterdir())
-    if busy and not (overwrite or resume):
-        raise ConfigError(
-            f"output directory '{out}' already holds a run; pass --overwrite to replace it, "
-            "--resume to continue it, or choose another --output."
-        )
-    if resume and not overwrite and (out / "results.json").is_file():
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume exclude each other: replace the run or continue it, not both.")
+    out = check_output_dir(Path(config.output), kind, overwrite=overwrite, resume=resume)
+    if resume and (out / "results.json").is_file():
         raise ConfigError(
             f"the run in '{out}' is already complete (it has results.json); pass --overwrite to train it again "
             "or choose another --output."
         )
-    parent = next((p for p in [out, *out.parents] if p.exists()), None)
-    if parent is not None:
-        _check_writable(out, parent)
     return out
 
 
-def _check_writable(out: Path, parent: Path) -> None:
-    """Create and remove a scratch directory in ``parent``: permission bits alone do not tell
-    (root ignores them; read-only mounts and pseudo file systems refuse anyway)."""
-    try:
-        Path(tempfile.mkdtemp(prefix=".hardcse-probe-", dir=parent)).rmdir()
-    except OSError as err:
-        raise ConfigError(
-            f"output directory '{out}' is not writable ({err.strerror or err} in '{parent}'); choose another --output."
-        ) from None
-
-
-def create_output(out: Path, overwrite: bool, resume: bool) -> None:
-    """Create the run directory once the inputs are known to be good (clearing it on --overwrite)."""
-    if overwrite and not resume and out.exists():
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"output directory '{out}' could not be created ({err.strerror}).") from None
+def create_output(out: Path, overwrite: bool, resume: bool, kind: str = "train") -> RunDirectory:
+    """Create, mark and lock the run directory once the inputs are known to be good; on
+    --overwrite the old run is moved aside until :meth:`RunDirectory.started` (see
+    :mod:`hardcse.rundir`). The caller closes the returned directory."""
+    return RunDirectory(out, kind, overwrite=overwrite, resume=resume).open()
 
 
 def build_objective(
@@ -119,6 +96,13 @@ def build_objective(
         from hardcse.objectives.clusterns import ClusterNSConfig, build_clusterns
 
         cfg = _method_config(ClusterNSConfig, config.clusterns, "clusterns")
+        if config.mini_batch_size is not None and config.batch_size * world < cfg.k:
+            # Mini-batches bound memory only: the clustering still needs K sentences per global batch.
+            raise ConfigError(
+                f"ClusterNS needs at least K={cfg.k} sentences in a global batch, also with mini_batch_size "
+                f"(the loss sees the whole batch), got {config.batch_size} x {world} process(es); "
+                "raise batch_size or lower clusterns.k."
+            )
         dim = model.get_embedding_dimension()
         parts = build_clusterns(cfg, dim=dim, batch_size=config.batch_size * world, run_seed=config.seed)
     elif config.recipe == "hsimcse":
@@ -128,7 +112,13 @@ def build_objective(
         parts, callbacks = build_hsimcse(
             cfg, model, sentences, batch_size=config.eval_batch_size, show_progress=show_progress, run_seed=config.seed
         )
-    loss = ContrastiveLoss(model, parts=parts, temperature=config.temperature, length_chunks=config.length_chunks)
+    loss = ContrastiveLoss(
+        model,
+        parts=parts,
+        temperature=config.temperature,
+        length_chunks=config.length_chunks,
+        mini_batch_size=config.mini_batch_size,
+    )
     return loss, callbacks
 
 
@@ -283,122 +273,165 @@ def train(
     loss, extra_callbacks = build_objective(config, model, sentences, show_progress=show_progress)
     # Every process has checked the inputs before the main one creates or clears anything.
     dist.barrier()
-    if main:
-        create_output(out, overwrite=overwrite, resume=resume)
-        if resume:
-            last_complete_checkpoint(ckpt_root, remove_incomplete=True)
-        atomic_write_text(out / "config.yaml", dump_yaml(config))
+    rundir = create_output(out, overwrite=overwrite, resume=resume) if main else None
 
-    # The untrained encoder's scores (kept across a resume), computed and written by the main process.
-    start_path = out / "start.json"
-    if start is not None:
+    def fit() -> dict:
+        nonlocal start
         if main:
+            if resume:
+                last_complete_checkpoint(ckpt_root, remove_incomplete=True)
+            atomic_write_text(out / "config.yaml", dump_yaml(config))
+
+        # The untrained encoder's scores (kept across a resume), computed and written by the main process.
+        start_path = out / "start.json"
+        if start is not None:
+            if main:
+                atomic_write_json(start_path, start)
+        elif resume and start_path.is_file():
+            start = json.loads(start_path.read_text(encoding="utf-8"))
+        elif main:
+            start = evaluate_model(
+                model,
+                tasks=config.test_tasks,
+                data=test_data,
+                batch_size=config.eval_batch_size,
+                show_progress=show_progress,
+                model_name=model_name,
+                pooling=config.pooling,
+            )
+            start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
             atomic_write_json(start_path, start)
-    elif resume and start_path.is_file():
-        start = json.loads(start_path.read_text(encoding="utf-8"))
-    elif main:
-        start = evaluate_model(
-            model,
+        dist.barrier()
+        if start is None:
+            start = json.loads(start_path.read_text(encoding="utf-8"))
+
+        history = HistoryCallback(loss, metric=METRIC)
+        history.record_start(start["stsb_dev"])
+        state_cb = ObjectiveStateCallback(loss)
+        nan_guard = NaNGuardCallback()
+        all_callbacks: list[TrainerCallback] = [
+            history,
+            state_cb,
+            nan_guard,
+            *extra_callbacks,
+            *(callbacks or []),
+        ]
+        if rundir is not None:
+            all_callbacks.append(_StartedCallback(rundir))
+        if config.early_stopping:
+            all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+        if last_ckpt is not None:
+            state_cb.restore(last_ckpt)
+            history.restore(last_ckpt)
+
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            loss=loss,
+            evaluator=evaluator,
+            callbacks=all_callbacks,
+        )
+        trainer.remove_callback(HFProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ProgressCallback(disable=not show_progress, metric=METRIC))
+
+        try:
+            trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
+        except pickle.UnpicklingError as err:
+            # verify_checkpoint refuses these first; this guards any file the trainer adds later.
+            raise ConfigError(
+                f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
+                f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
+            ) from None
+        state = trainer.state
+        if nan_guard.bad_step is not None:
+            kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
+            where = f"; the last good checkpoint is kept in {kept}" if kept else ""
+            raise TrainingError(
+                f"the loss became NaN at step {nan_guard.bad_step} (learning rate {config.lr:g} too high?){where}."
+            )
+        if state.best_model_checkpoint is None:
+            raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
+
+        best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+        if not main:
+            # The main process exports, scores and reports; the others return its results.
+            dist.barrier()
+            return json.loads((out / "results.json").read_text(encoding="utf-8"))
+        disable_fast_dropout(model)  # the export carries stock modules (saved files are the same either way)
+        atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
+
+        # Score the export as a user would load it: plain SentenceTransformer(path).
+        exported = SentenceTransformer(str(out / "model"), device=str(model.device))
+        test = evaluate_model(
+            exported,
             tasks=config.test_tasks,
             data=test_data,
             batch_size=config.eval_batch_size,
             show_progress=show_progress,
-            model_name=model_name,
+            model_name=str(out / "model"),
             pooling=config.pooling,
+            return_predictions=True,
         )
-        start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
-        atomic_write_json(start_path, start)
-    dist.barrier()
-    if start is None:
-        start = json.loads(start_path.read_text(encoding="utf-8"))
+        save_predictions(out / PREDICTIONS, test.pop("predictions"))
 
-    history = HistoryCallback(loss, metric=METRIC)
-    history.record_start(start["stsb_dev"])
-    state_cb = ObjectiveStateCallback(loss)
-    nan_guard = NaNGuardCallback()
-    all_callbacks: list[TrainerCallback] = [
-        history,
-        state_cb,
-        nan_guard,
-        *extra_callbacks,
-        *(callbacks or []),
-    ]
-    if config.early_stopping:
-        all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
-    if last_ckpt is not None:
-        state_cb.restore(last_ckpt)
-        history.restore(last_ckpt)
-
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        loss=loss,
-        evaluator=evaluator,
-        callbacks=all_callbacks,
-    )
-    trainer.remove_callback(HFProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(ProgressCallback(disable=not show_progress, metric=METRIC))
+        results: dict[str, Any] = {
+            "recipe": config.recipe,
+            "model": model_name,
+            "preset": config.preset,
+            "seed": config.seed,
+            "steps": int(state.global_step),
+            "best_step": best_step,
+            "stsb_dev_best": float(state.best_metric),
+            "start": start,
+            "test": test,
+            "history": history.history,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        _check_finite(results)
+        write_report(out, results, config)
+        atomic_write_json(out / "results.json", results)
+        dist.barrier()
+        return results
 
     try:
-        trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
-    except pickle.UnpicklingError as err:
-        # verify_checkpoint refuses these first; this guards any file the trainer adds later.
-        raise ConfigError(
-            f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
-            f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
-        ) from None
-    state = trainer.state
-    if nan_guard.bad_step is not None:
-        kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
-        where = f"; the last good checkpoint is kept in {kept}" if kept else ""
-        raise TrainingError(
-            f"the loss became NaN at step {nan_guard.bad_step} (learning rate {config.lr:g} too high?){where}."
-        )
-    if state.best_model_checkpoint is None:
-        raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
-
-    best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
-    if not main:
-        # The main process exports, scores and reports; the others return its results.
-        dist.barrier()
-        return json.loads((out / "results.json").read_text(encoding="utf-8"))
-    disable_fast_dropout(model)  # the export carries stock modules (saved files are the same either way)
-    atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
-
-    # Score the export as a user would load it: plain SentenceTransformer(path).
-    exported = SentenceTransformer(str(out / "model"), device=str(model.device))
-    test = evaluate_model(
-        exported,
-        tasks=config.test_tasks,
-        data=test_data,
-        batch_size=config.eval_batch_size,
-        show_progress=show_progress,
-        model_name=str(out / "model"),
-        pooling=config.pooling,
-        return_predictions=True,
-    )
-    save_predictions(out / PREDICTIONS, test.pop("predictions"))
-
-    results: dict[str, Any] = {
-        "recipe": config.recipe,
-        "model": model_name,
-        "preset": config.preset,
-        "seed": config.seed,
-        "steps": int(state.global_step),
-        "best_step": best_step,
-        "stsb_dev_best": float(state.best_metric),
-        "start": start,
-        "test": test,
-        "history": history.history,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    _check_finite(results)
-    write_report(out, results, config)
-    atomic_write_json(out / "results.json", results)
-    dist.barrier()
+        results = fit()
+    except KeyboardInterrupt:
+        kept_old = rundir is not None and rundir.replaced
+        began = rundir is None or rundir.has_started or resume
+        if rundir is not None:
+            rundir.close(failed=True)
+        raise Interrupted(_interrupted(out, ckpt_root, began, kept_old)) from None
+    except BaseException:
+        if rundir is not None:
+            rundir.close(failed=True)
+        raise
+    if rundir is not None:
+        rundir.close()
     return results
+
+
+class _StartedCallback(TrainerCallback):
+    """Tells the run directory that training made its first step (an old run it replaces goes)."""
+
+    def __init__(self, rundir: RunDirectory) -> None:
+        self.rundir = rundir
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - the trainer's signature
+        if not self.rundir.has_started:
+            self.rundir.started()
+
+
+def _interrupted(out: Path, ckpt_root: Path, began: bool, kept_old: bool) -> str:
+    """The one sentence after Ctrl-C: what was kept and how to go on."""
+    if not began:
+        if kept_old:
+            return f"interrupted before training started; the earlier run in '{out}' is kept as it was."
+        return "interrupted before training started; nothing was kept (run the same command again)."
+    last = last_complete_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
+    where = f"the last checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
+    return f"interrupted; {where}; continue with: hardcse train --resume --output {out}"
 
 
 def _check_finite(results: dict) -> None:

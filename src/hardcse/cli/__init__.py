@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from hardcse.cli import compare, convert, download, evaluate, train  # noqa: F401
+    from hardcse.cli import compare, convert, download, evaluate, mlm, train  # noqa: F401
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hardcse.errors import ConfigError
+
 
 @dataclass
 class ContrastiveBatch:
@@ -174,6 +176,9 @@ class ContrastiveLoss(nn.Module):
         gather_across_devices: gather both views over processes so the loss sees the global batch.
         length_chunks: encode the two views in this many length-sorted forward passes, each padded
             to its own longest row (1: one pass, as the official code; see :meth:`encode_two_views`).
+        mini_batch_size: cache the step (:meth:`forward_cached`): encode at most this many
+            sentences (2 x this many encoder rows) at a time, so activation memory is that of a
+            mini-batch while the loss sees the whole batch. ``None``: one graph for the batch.
 
     The dataset has one text column (each sentence is tokenised once and stacked on itself for
     the two views) and optionally an integer ``label`` column holding each sentence's corpus
@@ -187,8 +192,12 @@ class ContrastiveLoss(nn.Module):
         temperature: float = 0.05,
         gather_across_devices: bool = True,
         length_chunks: int = 1,
+        mini_batch_size: int | None = None,
     ) -> None:
         super().__init__()
+        if mini_batch_size is not None and mini_batch_size < 1:
+            raise ConfigError(f"mini_batch_size must be at least 1 sentence (or unset), got {mini_batch_size}.")
+        self.mini_batch_size = mini_batch_size
         self.model = model
         self.parts = nn.ModuleList(parts)
         self.temperature = temperature
@@ -218,11 +227,25 @@ class ContrastiveLoss(nn.Module):
         gradients differ only by float summation order.
         """
         n = features["input_ids"].shape[0]
-        doubled = {k: torch.cat([v, v], dim=0) if torch.is_tensor(v) else v for k, v in features.items()}
-        mask = doubled.get("attention_mask")
+        emb = self.encode_rows(_doubled(features))
+        return emb[:n], emb[n:]
+
+    def encode_rows(self, features: dict[str, Tensor], rows: Tensor | None = None) -> Tensor:
+        """Embeddings of the rows ``rows`` of the tokenised ``features`` (all rows if ``None``), in
+        that order, in ``length_chunks`` padding-optimal passes (:meth:`encode_two_views`).
+
+        A subset of a right-padded input is cut to its own longest row first (the cut columns are
+        padding of every selected row). ``features`` is not modified.
+        """
+        features = dict(features)
+        mask = features.get("attention_mask")
+        if rows is not None:
+            cut = mask is not None and self._pads_right(mask)
+            features = _select_rows(features, rows, _num_rows(features), cut=cut)
+            mask = features.get("attention_mask")
         if self.length_chunks == 1 or mask is None or not self._pads_right(mask):
-            emb = self.model(doubled)["sentence_embedding"]
-            return emb[:n], emb[n:]
+            return self.model(features)["sentence_embedding"]
+        doubled, total = features, mask.shape[0]
         lengths = mask.sum(dim=1)
         order = torch.argsort(lengths, stable=True)
         width = mask.shape[1]
@@ -232,18 +255,17 @@ class ContrastiveLoss(nn.Module):
             doubled["inputs_embeds"] = lookup(ids)
         pieces = []
         sizes = padding_optimal_split(lengths[order].tolist(), self.length_chunks)
-        for rows in torch.split(order, sizes):
-            cut = int(lengths[rows].max())
+        for piece in torch.split(order, sizes):
+            cut = int(lengths[piece].max())
             chunk = {}
             for key, value in doubled.items():
-                if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == 2 * n:
-                    value = value[rows]
+                if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == total:
+                    value = value[piece]
                     if value.dim() in (2, 3) and value.shape[1] == width:  # token ids / inputs_embeds
                         value = value[:, :cut]
                 chunk[key] = value
             pieces.append(self.model(chunk)["sentence_embedding"])
-        emb = torch.cat(pieces)[torch.argsort(order)]
-        return emb[:n], emb[n:]
+        return torch.cat(pieces)[torch.argsort(order)]
 
     def _word_embeddings(self) -> nn.Module | None:
         """The encoder's input embedding module if its forward takes ``inputs_embeds``, else ``None``."""
@@ -270,6 +292,8 @@ class ContrastiveLoss(nn.Module):
     # -- loss -------------------------------------------------------------------------------
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None):
         features = list(sentence_features)
+        if self.mini_batch_size is not None:
+            return self.forward_cached(features, labels)
         if len(features) == 1:
             z1, z2 = self.encode_two_views(features[0])
         else:
@@ -284,6 +308,90 @@ class ContrastiveLoss(nn.Module):
 
                 ids = all_gather(ids) if torch.distributed.is_initialized() else ids
         return self.compute_loss_from_embeddings(z1, z2, ids)
+
+    def forward_cached(self, features: list[dict[str, Tensor]], labels: Tensor | None = None) -> dict[str, Tensor]:
+        """The loss components of a cached step (GradCache; :mod:`hardcse.objectives.cached`).
+
+        1. The encoder rows (the batch stacked on itself, or the two text columns) are cut into
+           mini-batches of ``2 x mini_batch_size`` rows, in ascending length, and encoded without
+           a graph; the random state before each one is kept.
+        2. The embeddings are gathered over processes (without gradient) and the whole objective
+           runs once on the global batch, on detached copies that require grad, as in
+           :meth:`forward` (every part: centroid negatives, BML, the adversarial positive, corpus
+           negatives, diagnostics, the clustering update and step counter, once per step). Its
+           gradient ``g = d(sum of components)/dz`` is taken here.
+        3. The components are returned detached; ``infonce`` carries a hook, so when the trainer
+           back-propagates their sum, each mini-batch is re-encoded with a graph under its kept
+           random state (the same dropout masks, fast CPU dropout included) and autocast setting,
+           and ``<z_mb, grad_out * W * g_mb>`` is back-propagated, with ``g_mb`` this process's rows
+           of ``g`` and ``W`` the number of processes. ``W`` is what ``all_gather_with_grad`` gives
+           a shard in :meth:`forward` (every process's loss sends it ``dL/dz``), which DDP's
+           average over processes then divides out, so the parameters get the uncached step's
+           gradient (``tests/test_cached.py``, in one and in two processes).
+
+        The hook assumes the trainer differentiates the *sum* of the components, as
+        sentence-transformers' trainer does. In evaluation (no grad) only step 1 and the loss run.
+        """
+        from hardcse.objectives.cached import AutocastState, RNGSnapshot, gather_no_grad, split_rows, world
+
+        n = _num_rows(features[0])
+        sources = [_doubled(features[0])] if len(features) == 1 else features[:2]
+        train = torch.is_grad_enabled()
+        chunks: list[tuple[int, Tensor | None]] = []  # (source, rows); rows None: the whole source
+        for s, source in enumerate(sources):
+            mask = source.get("attention_mask")
+            total = _num_rows(source)
+            pads_right = mask is not None and self._pads_right(mask)
+            rows = split_rows(mask, total, 2 * self.mini_batch_size, pads_right)
+            chunks.extend([(s, None)] if rows is None else [(s, r) for r in rows])
+        states: list[RNGSnapshot] = []
+        pieces: list[Tensor] = []
+        with torch.no_grad():
+            for s, rows in chunks:
+                if train:
+                    device = sources[s]["input_ids"].device if "input_ids" in sources[s] else torch.device("cpu")
+                    states.append(RNGSnapshot(device))
+                pieces.append(self.encode_rows(sources[s], rows).float())
+        # Each source's rows back in their order, then the sources stacked: rows [0, n) are view 1.
+        offsets, emb_parts, k = [], [], 0
+        for s, source in enumerate(sources):
+            total = _num_rows(source)
+            block = pieces[k].new_empty((total, pieces[k].shape[1]))
+            while k < len(chunks) and chunks[k][0] == s:
+                rows = chunks[k][1]
+                block[slice(None) if rows is None else rows] = pieces[k]
+                k += 1
+            offsets.append(sum(p.shape[0] for p in emb_parts))
+            emb_parts.append(block)
+        emb = torch.cat(emb_parts)
+        z1, z2 = emb[:n], emb[n:]
+        ids = labels.long() if labels is not None and labels.numel() == n else None
+        rank, size = world() if self.gather_across_devices else (0, 1)
+        if size > 1:
+            z1, z2 = gather_no_grad(z1), gather_no_grad(z2)
+            ids = gather_no_grad(ids) if ids is not None else None
+        if not train:
+            return self.compute_loss_from_embeddings(z1, z2, ids)
+        z1, z2 = z1.requires_grad_(), z2.requires_grad_()
+        losses = self.compute_loss_from_embeddings(z1, z2, ids)
+        total_loss = torch.stack([v.float() for v in losses.values()]).sum()
+        if total_loss.requires_grad:
+            # fp32 like the loss (a backward under the trainer's autocast would run its matmuls in bf16/fp16).
+            with torch.autocast(device_type=z1.device.type, enabled=False):
+                g1, g2 = torch.autograd.grad(total_loss, [z1, z2], allow_unused=True)
+        else:
+            g1 = g2 = None
+        g1 = torch.zeros_like(z1) if g1 is None else g1
+        g2 = torch.zeros_like(z2) if g2 is None else g2
+        mine = slice(rank * n, (rank + 1) * n)
+        grad = torch.cat([g1[mine], g2[mine]]) * size  # this process's rows, in the stacked order
+        del g1, g2, z1, z2, emb
+        replay = _Replay(self, sources, chunks, states, offsets, grad, AutocastState.capture(pieces[0].device))
+        out = {key: value.detach() for key, value in losses.items()}
+        carrier = next(iter(out))
+        out[carrier] = out[carrier].requires_grad_()
+        out[carrier].register_hook(replay)
+        return out
 
     def compute_loss_from_embeddings(self, z1: Tensor, z2: Tensor, ids: Tensor | None = None) -> dict:
         """The loss components for views ``z1``/``z2`` (N x d) of the global batch.
@@ -317,6 +425,7 @@ class ContrastiveLoss(nn.Module):
             "temperature": self.temperature,
             "parts": [p.name for p in self.parts],
             "gather_across_devices": self.gather_across_devices,
+            "mini_batch_size": self.mini_batch_size,
         }
 
     @property
@@ -325,3 +434,63 @@ class ContrastiveLoss(nn.Module):
             "@inproceedings{gao2021simcse, title={SimCSE: Simple Contrastive Learning of Sentence "
             "Embeddings}, author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"
         )
+
+
+def _num_rows(features: dict[str, Tensor]) -> int:
+    for key in ("input_ids", "attention_mask", "inputs_embeds"):
+        if torch.is_tensor(features.get(key)):
+            return features[key].shape[0]
+    return next(v.shape[0] for v in features.values() if torch.is_tensor(v) and v.dim() >= 1)
+
+
+def _doubled(features: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The batch stacked on itself (rows i and n + i: the two dropout views of sentence i)."""
+    return {k: torch.cat([v, v], dim=0) if torch.is_tensor(v) else v for k, v in features.items()}
+
+
+def _select_rows(features: dict[str, Tensor], rows: Tensor, total: int, cut: bool) -> dict[str, Tensor]:
+    """Rows ``rows`` of every per-row tensor; with ``cut`` (right padding) token tensors end at the
+    longest selected row."""
+    mask = features.get("attention_mask")
+    width = mask.shape[1] if mask is not None else None
+    length = int(mask[rows].sum(dim=1).max()) if cut and len(rows) else None
+    out = {}
+    for key, value in features.items():
+        if torch.is_tensor(value) and value.dim() >= 1 and value.shape[0] == total:
+            value = value[rows]
+            if length is not None and value.dim() in (2, 3) and value.shape[1] == width:
+                value = value[:, :length]
+        out[key] = value
+    return out
+
+
+class _Replay:
+    """The backward hook of a cached step (:meth:`ContrastiveLoss.forward_cached`, step 3).
+
+    It holds this one step's inputs, random states and embedding gradients, so a later forward
+    pass cannot change what it back-propagates; they are released with the loss's graph.
+    """
+
+    def __init__(self, loss, sources, chunks, states, offsets, grad, autocast) -> None:
+        self.loss, self.sources, self.chunks, self.states = loss, sources, chunks, states
+        self.offsets, self.grad, self.autocast = offsets, grad, autocast
+
+    def __call__(self, grad_output: Tensor) -> None:
+        from hardcse.objectives.cached import ddp_sync_context
+
+        loss = self.loss
+        with torch.enable_grad():
+            for i, ((s, rows), state) in enumerate(zip(self.chunks, self.states, strict=True)):
+                # DDP decides in the forward whether the backward all-reduces: only the last one does.
+                # The forward runs under the step's autocast, the backward outside it (as the trainer's).
+                with ddp_sync_context(loss.model, last=i == len(self.chunks) - 1):
+                    with state.replay(), self.autocast.context():
+                        emb = loss.encode_rows(self.sources[s], rows)
+                    if not emb.requires_grad:
+                        continue
+                    start = self.offsets[s]
+                    where = slice(start, start + emb.shape[0]) if rows is None else rows + start
+                    # Backward of <emb, g>: this mini-batch's share of dL/dtheta (grad_output carries
+                    # the trainer's loss scaling and gradient-accumulation division).
+                    torch.autograd.backward(emb.float(), self.grad[where] * grad_output.to(self.grad.dtype))
+        self.sources = self.states = self.grad = None  # free the step's inputs once used

@@ -1,0 +1,109 @@
+"""The pieces of a cached (GradCache-style) contrastive step: RNG replay, autocast replay,
+mini-batch plans, a gradient-free gather and DDP synchronisation of the replayed passes.
+
+A cached step (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
+Limited Setup", arXiv:2101.06983) bounds the encoder's activation memory by a mini-batch while
+the loss still sees the whole (global) batch:
+
+1. encode every mini-batch without a graph, remembering the random state before each one;
+2. compute the loss on all (gathered) embeddings ``z``, detached, and its gradient ``g = dL/dz``;
+3. when the trainer back-propagates the loss, re-encode each mini-batch *with* a graph under the
+   remembered random state (same dropout masks, so the same ``z``) and back-propagate the
+   surrogate ``<z_mb, g_mb>``, whose gradient in the parameters is that mini-batch's share of
+   ``dL/dtheta`` (chain rule: ``dL/dtheta = sum_mb (dz_mb/dtheta)^T g_mb``).
+
+:class:`~hardcse.objectives.base.ContrastiveLoss` runs the three steps (``mini_batch_size``);
+this module holds what they need and knows nothing of the objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+class RNGSnapshot:
+    """The CPU generator's state (and the CUDA device's, for a CUDA encoder) at one moment.
+
+    Dropout draws from these default generators: torch's ``nn.Dropout`` and SDPA's dropout, and
+    hardcse's fast CPU dropout (:func:`hardcse.models.dropout.keep_mask` calls ``torch.randint``
+    without a generator), so restoring the state before a second forward pass of the same inputs
+    reproduces every mask. Other generators (MPS, XPU) are not captured.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cpu = torch.get_rng_state()
+        self.device = device if device.type == "cuda" else None
+        self.cuda = torch.cuda.get_rng_state(device) if self.device is not None else None
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the body from the captured state; the generators continue afterwards as before."""
+        devices = [self.device] if self.device is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.device is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+@dataclass(frozen=True)
+class AutocastState:
+    """The autocast settings of the forward pass, re-entered for the replayed passes (the
+    trainer calls ``backward`` outside its autocast context)."""
+
+    device_type: str
+    enabled: bool
+    dtype: torch.dtype
+
+    @classmethod
+    def capture(cls, device: torch.device) -> AutocastState:
+        kind = device.type
+        return cls(kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+
+    def context(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+
+def split_rows(mask: Tensor | None, total: int, rows_per_chunk: int, pads_right: bool) -> list[Tensor] | None:
+    """The row indices of each mini-batch of a ``total``-row input, or ``None`` for one chunk.
+
+    Rows are taken in ascending length (right-padded inputs with a mask), so that each chunk is
+    padded only to its own longest row; otherwise in their order.
+    """
+    if total <= rows_per_chunk:
+        return None
+    if mask is not None and pads_right:
+        order = torch.argsort(mask.sum(dim=1), stable=True)
+    else:
+        order = torch.arange(total, device=mask.device if mask is not None else None)
+    return list(torch.split(order, rows_per_chunk))
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_no_grad(t: Tensor) -> Tensor:
+    """All-gather ``t`` (equal shapes on every process) without gradient, in rank order."""
+    rank, size = world()
+    if size == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(size)]
+    torch.distributed.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def ddp_sync_context(model: nn.Module, last: bool):
+    """``no_sync`` for every replayed pass but the last, so a DDP model all-reduces its gradients
+    once per step (after they are all accumulated); the last pass keeps whatever the trainer set
+    (gradient accumulation may have switched synchronisation off for the whole step)."""
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    return model.no_sync() if ddp and not last else nullcontext()

@@ -1,0 +1,320 @@
+"""Cached (GradCache-style) contrastive steps: the same loss and gradients as an uncached step.
+
+Dropout is on (hardcse's fast CPU dropout, as in training), so the re-encoded mini-batches must
+replay the first pass's masks. The references:
+
+* one mini-batch (``mini_batch_size`` = batch): the uncached step itself draws the same masks
+  from the same seed, so loss and every gradient must agree (also under bf16 autocast, which the
+  replay must re-enter);
+* several mini-batches: an ordinary step with one graph over the whole batch whose views are
+  encoded in the same mini-batches in the same order from the same seed (so with the same masks),
+  then the loss and one ``backward``;
+* no dropout, several mini-batches, float64: the plain one-pass uncached step (the cut into
+  length-sorted mini-batches changes no sum, up to rounding).
+
+Tolerance: per parameter ``||g - g_ref|| <= 1e-5 ||g_ref||``, except for the attention key
+biases, whose exact gradient is zero (a softmax is invariant to adding ``q . b`` to every
+logit of a row), so only rounding remains: those are held to ``1e-5`` of the largest gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import WORDS, make_tiny_training_model
+
+from hardcse.errors import ConfigError
+from hardcse.models.dropout import enable_fast_dropout
+from hardcse.objectives.base import ContrastiveLoss
+from hardcse.objectives.cached import split_rows
+
+BATCH = 12
+RECIPES = ("simcse", "clusterns-before", "clusterns-after", "hsimcse")
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        length = int(torch.randint(2, 14, (1,), generator=g))
+        out.append(" ".join(WORDS[i] for i in torch.randint(0, 60, (length,), generator=g).tolist()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    model = make_tiny_training_model(tmp_path_factory.mktemp("tiny") / "bert")
+    enable_fast_dropout(model)
+    return model
+
+
+def parts_for(recipe: str, model, corpus: list[str]) -> list:
+    """Fresh parts (their own state) for ``recipe``; ClusterNS with K = 4."""
+    if recipe.startswith("clusterns"):
+        from hardcse.objectives.clusterns import ClusterNSConfig, build_clusterns
+
+        # theta 1.0 starts the clustering at step 0 (centroids used from step 1); -1.0 never does.
+        theta = 1.0 if recipe == "clusterns-after" else -1.0
+        return build_clusterns(ClusterNSConfig(k=4, theta=theta), dim=model.get_embedding_dimension(), batch_size=BATCH)
+    if recipe == "hsimcse":
+        from hardcse.objectives.hsimcse import HSimCSEConfig, build_hsimcse
+
+        parts, _ = build_hsimcse(HSimCSEConfig(), model, corpus, batch_size=16, show_progress=False)
+        return parts
+    return []
+
+
+def grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def cached_step(loss: ContrastiveLoss, features: dict, labels: torch.Tensor, seed: int):
+    """One training step as the trainer runs it: the components' sum, back-propagated."""
+    loss.model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    out = loss([dict(features)], labels)
+    total = torch.stack(list(out.values())).sum()
+    total.backward()
+    return float(total.detach()), {k: float(v.detach()) for k, v in out.items()}, grads(loss.model)
+
+
+def graph_step(loss: ContrastiveLoss, features: dict, labels: torch.Tensor, seed: int, chunk_rows: int | None):
+    """The uncached reference: one graph over the whole batch. With ``chunk_rows`` its 2N rows are
+    encoded in the cached step's mini-batches (length-sorted, that many rows) in the same order."""
+    loss.model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    n = features["input_ids"].shape[0]
+    if chunk_rows is None:
+        z1, z2 = loss.encode_two_views(dict(features))
+    else:
+        doubled = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in features.items()}
+        mask = doubled["attention_mask"]
+        chunks = split_rows(mask, 2 * n, chunk_rows, pads_right=True)
+        pieces = [loss.encode_rows(doubled, rows) for rows in chunks]
+        emb = torch.zeros(2 * n, pieces[0].shape[1]).index_put((torch.cat(chunks),), torch.cat(pieces).float())
+        z1, z2 = emb[:n], emb[n:]
+    out = loss.compute_loss_from_embeddings(z1, z2, labels.long())
+    total = torch.stack(list(out.values())).sum()
+    total.backward()
+    return float(total.detach()), {k: float(v.detach()) for k, v in out.items()}, grads(loss.model)
+
+
+def assert_same_gradients(got: dict, ref: dict, rtol: float = 1e-5) -> None:
+    assert got.keys() == ref.keys() and len(ref) > 30
+    largest = max(float(v.norm()) for v in ref.values())
+    for name, want in ref.items():
+        diff = float((got[name] - want).norm())
+        floor = largest if name.endswith("attention.self.key.bias") else float(want.norm())
+        assert diff <= rtol * floor, (name, diff, float(want.norm()))
+
+
+def batch(model, n: int = BATCH, seed: int = 1):
+    texts = sentences(n, seed)
+    return model.preprocess(texts), torch.arange(n)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("length_chunks", [1, 2])
+def test_cached_step_equals_one_graph_over_the_same_minibatches(model, recipe, length_chunks):
+    model.train()
+    corpus = sentences(40, seed=5)
+    features, labels = batch(model)
+    cached = ContrastiveLoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks, mini_batch_size=4)
+    plain = ContrastiveLoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks)
+    for step in range(2):  # ClusterNS "after": step 0 starts the clustering, step 1 uses centroids
+        total, parts, got = cached_step(cached, features, labels, seed=10 + step)
+        ref_total, ref_parts, ref = graph_step(plain, features, labels, seed=10 + step, chunk_rows=8)
+        assert parts.keys() == ref_parts.keys()
+        assert abs(total - ref_total) <= 1e-6 * abs(ref_total)
+        assert_same_gradients(got, ref)
+        assert cached.last_diagnostics.keys() == plain.last_diagnostics.keys()
+    # Every part ran exactly once per step: the same step counter and clustering state.
+    assert int(cached.step) == int(plain.step) == 2
+    if recipe.startswith("clusterns"):
+        a, b = cached.parts[0].cluster, plain.parts[0].cluster
+        assert bool(a.started) == (recipe == "clusterns-after") == bool(b.started)
+        assert torch.equal(a.centroids, b.centroids)
+        assert "bml" in parts
+    if recipe == "clusterns-after":
+        assert cached.last_diagnostics["cluster_started"] == 1.0 and cached.last_diagnostics["hard_negative_cos"] != 0
+    if recipe == "hsimcse":
+        assert "quad" in parts and cached.last_diagnostics["p_mean"] == plain.last_diagnostics["p_mean"]
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_one_minibatch_equals_the_uncached_step(model, bf16):
+    # The same seed draws the same masks in both; the replay must restore them and the autocast.
+    model.train()
+    features, labels = batch(model)
+    parts = {}
+    for name, size in (("plain", None), ("cached", BATCH)):
+        loss = ContrastiveLoss(model, length_chunks=2, mini_batch_size=size)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(3)
+            out = loss([dict(features)], labels)
+            total = torch.stack(list(out.values())).sum()
+        total.backward()  # outside autocast, as the trainer
+        parts[name] = (float(total.detach()), grads(model))
+    assert parts["cached"][0] == pytest.approx(parts["plain"][0], rel=1e-6)
+    assert_same_gradients(parts["cached"][1], parts["plain"][1])
+
+
+def test_replay_reproduces_every_minibatch(model):
+    # The re-encoded embeddings are the first pass's (same dropout masks), and dropout is active.
+    model.train()
+    features, labels = batch(model)
+    loss = ContrastiveLoss(model, length_chunks=2, mini_batch_size=3)
+    seen = []
+    encode = loss.encode_rows
+
+    def recording(f, rows=None):
+        emb = encode(f, rows)
+        seen.append(emb.detach().clone())
+        return emb
+
+    loss.encode_rows = recording
+    cached_step(loss, features, labels, seed=4)
+    first, second = seen[: len(seen) // 2], seen[len(seen) // 2 :]
+    assert len(first) == 4  # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows (3 sentences)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    z1, z2 = loss.encode_two_views(dict(features))
+    assert not torch.allclose(z1, z2)  # the two views differ: dropout is on
+
+
+def test_cached_equals_one_pass_without_dropout(model):
+    # Several length-sorted mini-batches vs the plain one-pass step; float64 so only the order of
+    # sums could differ (float32 rounding of a different cut is ~2e-5, as with length_chunks).
+    model.eval().double()
+    try:
+        features, labels = batch(model, n=16)
+        for size in (1, 5):
+            cached = ContrastiveLoss(model, mini_batch_size=size)
+            plain = ContrastiveLoss(model)
+            total, _, got = cached_step(cached, features, labels, seed=0)
+            ref_total, _, ref = graph_step(plain, features, labels, seed=0, chunk_rows=None)
+            assert total == pytest.approx(ref_total, rel=1e-9)
+            assert_same_gradients(got, ref, rtol=1e-9)
+    finally:
+        model.float().train()
+
+
+def test_evaluation_runs_without_a_graph(model):
+    model.eval()
+    features, labels = batch(model)
+    loss = ContrastiveLoss(model, mini_batch_size=4).eval()
+    with torch.no_grad():
+        out = loss([dict(features)], labels)
+    ref = ContrastiveLoss(model).eval()([dict(features)], labels)
+    assert float(out["infonce"]) == pytest.approx(float(ref["infonce"]), rel=1e-5)
+    assert int(loss.step) == 0
+    model.train()
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [0, -3, 65])
+def test_bad_minibatch_size_is_one_sentence(size):
+    import hardcse
+
+    with pytest.raises(ConfigError) as err:
+        hardcse.make_config(preset="cpu", mini_batch_size=size).validate()
+    message = str(err.value)
+    assert "mini_batch_size" in message and str(size) in message and message.count(". ") == 0
+
+
+def test_batch_smaller_than_k_with_caching_is_refused(model):
+    import hardcse
+    from hardcse.training.run import build_objective
+
+    # K = 32 (cpu preset) > 16 sentences: mini-batches of 8 do not change what the clustering needs.
+    config = hardcse.TrainConfig.from_dict(
+        {**hardcse.make_config(preset="cpu", recipe="clusterns").to_dict(), "batch_size": 16, "mini_batch_size": 8}
+    )
+    with pytest.raises(ConfigError) as err:
+        config.validate()
+    assert "K=32" in str(err.value) and str(err.value).count(". ") == 0
+    with pytest.raises(ConfigError) as err:
+        build_objective(config, model, sentences(20), show_progress=False)  # the loss's own check
+    message = str(err.value)
+    assert "K=32" in message and "mini_batch_size" in message and message.count(". ") == 0
+
+
+def test_cli_refuses_zero_and_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hardcse", "train", "--set", "mini_batch_size=0", "--output", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0
+    assert "mini_batch_size" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+# -- two processes -----------------------------------------------------------------------------
+def test_two_processes_match_one(tmp_path):
+    """2 gloo processes x 6 sentences, cached in mini-batches of 2, DDP-wrapped as the trainer
+    does, give every parameter the gradient of one uncached process x 12 (dropout off, so both
+    draw nothing; float64, so the different cut of the batch leaves no float32 rounding; SimCSE
+    and ClusterNS after its trigger, two steps each)."""
+    model = make_tiny_training_model(tmp_path / "bert")
+    features, labels = batch(model)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__]
+    proc = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model.eval().double()  # no dropout, float64, as the workers
+    for recipe in ("simcse", "clusterns-after"):
+        loss = ContrastiveLoss(model, parts_for(recipe, model, []))
+        for step in range(2):
+            ref_total, _, ref = graph_step(loss, features, labels, seed=0, chunk_rows=None)
+            got = torch.load(tmp_path / f"{recipe}-{step}.pt")
+            assert got["total"] == pytest.approx(ref_total, rel=1e-5)
+            assert_same_gradients(got["grads"], ref)
+        assert json.loads((tmp_path / f"{recipe}-steps.json").read_text()) == [int(loss.step)] * 2
+
+
+def _worker(root: Path) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.distributed.init_process_group("gloo")
+    rank = torch.distributed.get_rank()
+    torch.set_num_threads(1)
+    from hardcse.models.encoder import build_training_model
+
+    torch.manual_seed(1)  # the head's initialisation, as make_tiny_training_model
+    model = build_training_model(str(root / "bert"), pooling="cls", max_seq_length=32, mlp_head=True)
+    model.eval().double()
+    features, labels = batch(model)
+    half = BATCH // 2
+    # This process's sentences, cut to their longest row, as the collator pads a per-process batch.
+    rows = slice(rank * half, (rank + 1) * half)
+    width = int(features["attention_mask"][rows].sum(dim=1).max())
+    mine = {k: v[rows, :width] if torch.is_tensor(v) else v for k, v in features.items()}
+    ddp = DistributedDataParallel(model, find_unused_parameters=True)
+    for recipe in ("simcse", "clusterns-after"):
+        loss = ContrastiveLoss(ddp, parts_for(recipe, model, []), mini_batch_size=2)
+        for step in range(2):
+            model.zero_grad(set_to_none=True)
+            out = loss([dict(mine)], labels[rank * half : (rank + 1) * half])
+            total = torch.stack(list(out.values())).sum()
+            total.backward()
+            if rank == 0:
+                torch.save({"total": float(total.detach()), "grads": grads(model)}, root / f"{recipe}-{step}.pt")
+        steps = [None] * 2
+        torch.distributed.all_gather_object(steps, int(loss.step))
+        if rank == 0:
+            (root / f"{recipe}-steps.json").write_text(json.dumps(steps))
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
+
+from hardcse.models.precision import cpu_bf16_support
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +19,32 @@ ROOT = Path(__file__).resolve().parents[1]
 def data_dir() -> Path:
     env = os.environ.get("HARDCSE_DATA")
     return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name as ``lscpu`` shows it (``/proc/cpuinfo``), else what Python or torch knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return platform.processor() or str(caps.get("cpu_name") or "unknown CPU")
+
+
+def cpu_description() -> str:
+    """One line recording the machine a table was measured on: CPU model, torch's vector kernels,
+    the bfloat16 instruction sets (AVX512-BF16, AMX-BF16) and whether bf16 is native here."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    keys = ("avx2", "avx512_f", "avx512_bf16", "amx_bf16")
+    flags = ", ".join(f"{key} {'yes' if caps.get(key) else 'no'}" for key in keys)
+    support = cpu_bf16_support()
+    native = "native" if support.native else "not native"
+    return (
+        f"cpu: {cpu_model_name()}, {os.cpu_count()} logical cores, torch kernels "
+        f"{torch.backends.cpu.get_cpu_capability()}; {flags}; bf16 {native} ({support.detail})"
+    )
 
 
 class StepTimer(TrainerCallback):

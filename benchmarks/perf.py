@@ -12,7 +12,9 @@ evaluation speed and peak memory, printed as one report.
   250-step run). Per contender: median step time, sentences/s, MFU against the measured floor,
   ratio to the baseline.
 * Contender modifiers: ``simcse+chunks4`` (``length_chunks: 4``), ``simcse+bf16`` / ``st-mnrl+bf16``
-  (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak),
+  (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak;
+  skipped with one line, like the bf16 peak, where bf16 is not native: an AVX2-only CPU
+  multiplies bfloat16 ~50x slower than float32, issue 21),
   ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers).
   Each timing run is a fresh child process, so no contender inherits another's allocator state
   or caches.
@@ -38,21 +40,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import ROOT, StepTimer, data_dir
+from common import ROOT, StepTimer, cpu_description, data_dir
+
+from hardcse.models.precision import bf16_support, cpu_bf16_support
 
 RECIPES = ("st-mnrl", "simcse", "clusterns", "hsimcse")
+STARTED = time.perf_counter()  # the wall time printed at the end counts from here (torch imported)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
-    """Best-of-three ``n x n`` matmul throughput (GFLOP/s) in ``dtype`` with the current thread count."""
+def matmul_gflops(n: int = 2048, seconds: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-three ``n x n`` matmul throughput (GFLOP/s) in ``dtype`` with the current thread count.
+
+    Each of the three trials repeats the product for at least ``seconds`` (at least once), so the
+    floor takes a few seconds on any machine instead of a fixed count of products.
+    """
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)  # warm-up (allocator, kernel choice)
     best = 0.0
     for _ in range(3):
+        products = 0
         t0 = time.perf_counter()
-        for _ in range(repeats):
+        while True:
             torch.mm(a, b)
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9)
+            products += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                break
+        best = max(best, 2 * n**3 * products / elapsed / 1e9)
     return best
 
 
@@ -213,6 +227,21 @@ def main() -> None:
     names = args.recipes.split(",")
     for name in names:
         parse_contender(name)  # a typo fails here, not rounds later
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
+    print(cpu_description(), flush=True)
+    # bf16 figures only where bf16 is native: emulated, one 2048^3 bf16 product takes ~20 s and a
+    # training step tens of times longer than in float32 (issue 21).
+    cpu_native = cpu_bf16_support().native
+    support = bf16_support()  # the device the contenders train on (the CPU here, unless a GPU is visible)
+    if not support.native:
+        skipped = [n for n in names if parse_contender(n)[1].get("bf16")]
+        names = [n for n in names if n not in skipped]
+        dropped = f"; contenders skipped: {', '.join(skipped)}" if skipped else ""
+        print(f"bf16: not native on this {support.device} ({support.detail}): bf16 peak not measured{dropped}")
+        if not names:
+            raise SystemExit("every contender asked for was a +bf16 one; nothing left to time")
+    elif not cpu_native:
+        print("bf16: not native on this CPU: bf16 peak not measured (MFU of +bf16 contenders not shown)")
     probe = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
     params = non_embedding_params(probe)
     padded, real = batch_tokens(probe, sentences, 64, 50, args.seed)
@@ -220,9 +249,9 @@ def main() -> None:
     useful_flops = 6 * params * 2 * real
     eval_tokens = eval_token_count(probe)
     peak = matmul_gflops()
-    peak_bf16 = matmul_gflops(dtype=torch.bfloat16)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
-    print(f"floor: fp32 matmul {peak:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s (2048^3, best of 3)")
+    peak_bf16 = matmul_gflops(dtype=torch.bfloat16) if cpu_native else None
+    bf16_floor = f", bf16 {peak_bf16:.1f} GFLOP/s" if peak_bf16 else ""
+    print(f"floor: fp32 matmul {peak:.1f} GFLOP/s{bf16_floor} (2048^3, best of 3)", flush=True)
     print(
         f"model: {params / 1e6:.2f} M non-embedding parameters; a batch of 64 x 2 views = {2 * padded:.0f} padded "
         f"tokens ({2 * real:.0f} real); training step {step_flops / 1e9:.1f} GFLOP padded, "
@@ -256,9 +285,9 @@ def main() -> None:
         amort = builds[name] / 250
         rounds = ", ".join(f"{m:.3f}" for m in medians[name])
         top = peak_bf16 if parse_contender(name)[1].get("bf16") else peak
+        mfu = f"{step_flops / step / top / 1e9:.1%} | {useful_flops / step / top / 1e9:.1%}" if top else "n/a | n/a"
         print(
-            f"| {name} | {step:.3f} | {rounds} | {64 / step:.1f} | {step_flops / step / top / 1e9:.1%} "
-            f"| {useful_flops / step / top / 1e9:.1%} | {builds[name]:.1f} ({amort:.3f}) "
+            f"| {name} | {step:.3f} | {rounds} | {64 / step:.1f} | {mfu} | {builds[name]:.1f} ({amort:.3f}) "
             f"| {(step + amort) / base:.3f} |"
         )
     if memory is not None:
@@ -269,6 +298,7 @@ def main() -> None:
             [sys.executable, str(ROOT / "benchmarks" / "eval_speed.py"), "--rounds", str(args.eval_rounds)],
             check=True,
         )
+    print(f"\nwall time of perf.py: {time.perf_counter() - STARTED:.0f} s")
 
 
 if __name__ == "__main__":

@@ -318,3 +318,56 @@ def _worker(root: Path) -> None:
 
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))
+
+
+# -- through the trainer -----------------------------------------------------------------------
+def test_trainer_run_logs_components_and_resumes_exactly(tmp_path, data_dir):
+    """A cached ClusterNS run on sentence-transformers' trainer (dropout on, clustering started at
+    step 0): every step logs the loss and its components, and a run resumed from its step-4
+    checkpoint (model, optimiser, RNG, clustering state) repeats the uninterrupted run's losses."""
+    import shutil
+
+    from tiny import make_tiny_bert
+
+    import hardcse
+    from hardcse.training.run import train
+
+    bert = make_tiny_bert(tmp_path / "bert")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(sentences(200, seed=3)) + "\n", encoding="utf-8")
+    values = dict(
+        recipe="clusterns",
+        model=str(bert),
+        corpus=[str(corpus)],
+        steps=8,
+        eval_steps=4,
+        batch_size=16,
+        mini_batch_size=4,
+        length_chunks=2,
+        lr=5e-4,
+        data_dir=str(data_dir),
+        eval_batch_size=256,
+        test_tasks=["STSBenchmark"],
+        save_total_limit=10,
+        clusterns={"k": 4, "theta": 1.0},
+    )
+    full = tmp_path / "full"
+    config = hardcse.make_config(**values, output=str(full))
+    reference = train(config, show_progress=False)
+    steps = [e for e in reference["history"] if "loss" in e]
+    assert [e["step"] for e in steps] == list(range(1, 9))
+    weight = config.clusterns["bml_weight"]
+    for e in steps:  # the trainer logs the loss rounded to 4 digits; "bml" is the unweighted diagnostic
+        assert e["loss"] == pytest.approx(e["infonce"] + weight * e["bml"], abs=1e-4)
+    assert steps[-1]["cluster_started"] == 1.0 and steps[-1]["cluster_start_step"] == 0.0
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "checkpoints" / "checkpoint-8")
+    for name in ("model", "results.json", "results.md", "curves.png"):
+        path = cut / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    again_config = hardcse.make_config(config_file=cut / "config.yaml", output=str(cut))
+    resumed = train(again_config, resume=True, show_progress=False)
+    again = [e for e in resumed["history"] if "loss" in e]
+    assert [e["loss"] for e in again] == pytest.approx([e["loss"] for e in steps], rel=1e-6)
+    assert resumed["test"]["avg"] == reference["test"]["avg"]

@@ -468,7 +468,7 @@ def test_k_larger_than_batch_is_a_config_error():
         build_clusterns(ClusterNSConfig(k=128), dim=8, batch_size=64)
     assert str(err.value) == (
         "ClusterNS needs at least K=128 sentences in a (global) batch, got N=64; "
-        "lower --kmeans-k or raise the batch size."
+        "lower --set clusterns.k=K or raise --batch-size."
     )
     assert len(build_clusterns(ClusterNSConfig(k=64), dim=8, batch_size=64)) == 1
 

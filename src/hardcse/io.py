@@ -14,6 +14,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    # The process umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_created(path: Path, directory: bool = False) -> None:
+    """Give a temporary file (0600) or directory (0700) the mode ``open``/``mkdir`` would have given
+    it under the user's umask, so results and models are as readable as any other tool's output."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -27,6 +40,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        _as_created(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -50,6 +64,7 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(name)
     try:
         writer(tmp)
+        _as_created(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -62,6 +77,10 @@ def atomic_directory(path: str | Path, writer: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         writer(tmp)
+        _as_created(tmp, directory=True)
+        for inner in tmp.rglob("*"):  # libraries write some files with temporary-file modes too
+            if not inner.is_symlink():
+                _as_created(inner, directory=inner.is_dir())
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

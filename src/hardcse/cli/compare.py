@@ -38,10 +38,12 @@ def compare(
 
     from tqdm.auto import tqdm
 
+    from hardcse.cli import quiet_library_logs
     from hardcse.cli.train import _parse_sets
     from hardcse.comparison import run_comparison
     from hardcse.comparison.report import format_report
 
+    quiet_library_logs()
     overrides = _parse_sets(set_ or [])
     if data_dir is not None:
         overrides["data_dir"] = data_dir

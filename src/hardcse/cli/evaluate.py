@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
@@ -15,6 +13,8 @@ from rich.console import Console
 
 from hardcse.cli import app
 from hardcse.errors import DataError
+from hardcse.io import atomic_write_json
+from hardcse.rundir import check_writable
 
 _TASKS_HELP = (
     "Comma-separated tasks: STS12, STS13, STS14, STS15, STS16, STS-B (STSBenchmark), SICK-R "
@@ -39,21 +39,23 @@ def _show_warnings() -> None:
         logger.addHandler(_WarningPrinter())
 
 
-def write_json(result: dict, path: Path) -> None:
-    """Write ``result`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+def check_output_file(path: Path | None) -> None:
+    """Refuse an ``--output`` that cannot be written, before the (slow) evaluation."""
+    if path is None:
+        return
     if path.is_dir():
         raise DataError(f"--output {path} is a directory; give a file name such as {path / 'sts.json'}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = json.loads(json.dumps(result), parse_constant=lambda _: None)  # NaN -> null (strict JSON)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(clean, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise DataError(f"--output {path} cannot be created: '{parent}' is not a directory.")
+    check_writable(path, parent, option="--output")
+
+
+def write_json(result: dict, path: Path) -> None:
+    """Write ``result`` to ``path`` atomically (NaN written as null, strict JSON)."""
+    check_output_file(path)
+    clean = json.loads(json.dumps(result), parse_constant=lambda _: None)
+    atomic_write_json(path, clean)
 
 
 @app.command()
@@ -108,8 +110,7 @@ def evaluate(
         _evaluate_with_mteb(model, pooling, names, aggregation, split, batch_size, output, trust_remote_code, device)
         return
     data = load_tasks(names, data_dir, split)
-    if output is not None and output.is_dir():
-        raise DataError(f"--output {output} is a directory; give a file name such as {output / 'sts.json'}.")
+    check_output_file(output)
 
     encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
     result = evaluate_model(
@@ -172,8 +173,7 @@ def _evaluate_with_mteb(
         raise ConfigError(
             "--aggregation does not apply to --mteb: MTEB pools each STS year's subsets into one Spearman (= all)."
         )
-    if output is not None and output.is_dir():
-        raise DataError(f"--output {output} is a directory; give a file name such as {output / 'sts.json'}.")
+    check_output_file(output)
     require_mteb()  # before the (slow) model load
     encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
     result = evaluate_mteb(

@@ -16,25 +16,43 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     """``--set clusterns.k=32 --set dropout=0.1`` -> nested dict of YAML-typed values."""
     values: dict[str, Any] = {}
     for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'.")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or key.startswith(".") or key.endswith("."):
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. --set dropout=0.1), got '{item}'.")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: '{raw}' is not a valid value (YAML syntax).") from None
         if "." in key:
             group, sub = key.split(".", 1)
-            values.setdefault(group, {})[sub] = value
+            nested = values.setdefault(group, {})
+            if not isinstance(nested, dict):
+                raise ConfigError(f"--set {key} conflicts with --set {group}={nested!r}.")
+            nested[sub] = value
         else:
             values[key] = value
     return values
 
 
+# Options that do not change what a resumed run computes.
+_RESUME_OPTIONS = {"output", "resume", "quiet", "data_dir", "trust_remote_code"}
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """True when option ``name`` was typed on the command line (or set in the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     recipe: Annotated[str | None, typer.Option(help="simcse, clusterns or hsimcse (default: the preset's).")] = None,
     preset: Annotated[
-        str,
+        str | None,
         typer.Option(help="cpu (default), clusterns, hsimcse, or a paper preset such as simcse-bert-base."),
-    ] = "cpu",
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", help="YAML file of configuration keys (DIR/config.yaml of a run reproduces it)."),
@@ -64,6 +82,13 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Any configuration key, e.g. --set clusterns.k=32 --set dropout=0.1."),
     ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated STS tasks scored before and after training (default: all seven; a quick run: "
+            "--tasks STS-B). Same as --set test_tasks=[...]."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     trust_remote_code: Annotated[
         bool,
@@ -74,17 +99,32 @@ def train(
     ] = False,
 ) -> None:
     """Train an encoder, select it on STS-B dev, export it and score it on seven STS tasks."""
-    from hardcse.api import make_config
+    from hardcse.cli import quiet_library_logs
     from hardcse.evaluation.sts import format_comparison
+    from hardcse.training.config import make_config
     from hardcse.training.run import train as run
+
+    quiet_library_logs()
 
     if resume:
         if output is None:
             raise ConfigError("--resume needs --output DIR, the run to continue.")
+        # A resumed run is the run in DIR/config.yaml: options that would change it are refused.
+        changing = [
+            f"--{name.rstrip('_').replace('_', '-')}"
+            for name in ctx.params
+            if name not in _RESUME_OPTIONS and _given(ctx, name)
+        ]
+        if changing:
+            raise ConfigError(
+                f"--resume continues the run in '{output}' exactly as its config.yaml says, so "
+                f"{', '.join(changing)} cannot be used with it; drop {'it' if len(changing) == 1 else 'them'}, "
+                "or start a new run with another --output."
+            )
         saved = Path(output) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"nothing to resume in '{output}': it has no config.yaml.")
-        cfg = make_config(config_file=saved, output=output)
+        cfg = make_config(config_file=saved, output=output, data_dir=data_dir)
     else:
         overrides = {
             "model": model,
@@ -107,6 +147,8 @@ def train(
             cfg_steps_none = True
         else:
             cfg_steps_none = False
+        if tasks is not None:
+            overrides["test_tasks"] = [t.strip() for t in tasks.split(",") if t.strip()]
         overrides.update(_parse_sets(set_ or []))
         cfg = make_config(preset=preset, recipe=recipe, config_file=config, **overrides)
         if cfg_steps_none:

@@ -64,7 +64,7 @@ def too_few_sentences_message(k: int, n: int) -> str:
     """The one-sentence error for a batch smaller than the number of clusters."""
     return (
         f"ClusterNS needs at least K={k} sentences in a (global) batch, got N={n}; "
-        "lower --kmeans-k or raise the batch size."
+        "lower --set clusterns.k=K or raise --batch-size."
     )
 
 
@@ -251,7 +251,7 @@ class ClusterState(nn.Module):
     def hard_negatives(self, z: Tensor) -> Tensor:
         """Index of each row's second-nearest centroid (N, long); needs K >= 2."""
         if self.k < 2:
-            raise ConfigError("ClusterNS hard negatives need at least K=2 clusters; raise --kmeans-k.")
+            raise ConfigError("ClusterNS hard negatives need at least K=2 clusters; raise --set clusterns.k=K.")
         return self.similarities(z).topk(2, dim=1).indices[:, 1]
 
     @staticmethod

@@ -157,6 +157,20 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
     seed it draws with (explicit, else the run's seed, else the legacy 42), so an old run whose
     draws equal the new default's compares equal and one whose draws differ does not."""
     comparable = {k: v for k, v in values.items() if k not in NOT_IDENTITY}
+    # Runs name their corpus by absolute path since it is resolved at training time; older ones
+    # by the path they were given. Both are compared as the file they find from here.
+    data_dir = comparable.get("data_dir")
+    if isinstance(comparable.get("corpus"), list):
+        from hardcse.data.corpus import resolve_corpus_paths
+        from hardcse.data.paths import resolve_data_dir
+
+        try:
+            root = resolve_data_dir(data_dir)
+        except Exception:  # noqa: BLE001 - an unusable data dir simply resolves nothing
+            root = None
+        comparable["corpus"] = resolve_corpus_paths([str(c) for c in comparable["corpus"]], root)
+    if isinstance(data_dir, str):
+        comparable["data_dir"] = str(Path(data_dir).expanduser().resolve())
     for method in ("clusterns", "hsimcse"):
         options = comparable.get(method)
         if isinstance(options, dict) and options:

@@ -28,28 +28,54 @@ def _locate(spec: str, data_dir: Path | None) -> Path | None:
 
 
 def read_text_file(path: Path) -> list[str]:
-    """Sentences of a one-sentence-per-line UTF-8 file (blank lines skipped)."""
+    """Sentences of a one-sentence-per-line UTF-8 file (blank lines skipped).
+
+    The file is read line by line with a bounded line length, so a device such as ``/dev/zero``
+    or a file without line breaks is refused instead of filling the memory.
+    """
     if path.is_dir():
         raise DataError(f"corpus '{path}' is a directory; pass a text file with one sentence per line.")
-    raw = path.read_bytes()
-    if b"\x00" in raw:
-        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise DataError(f"corpus '{path}' contains a NUL byte at line {line}; it looks binary, not text.")
+    if not path.is_file():
+        raise DataError(f"corpus '{path}' is not a regular file (a device or pipe?); pass a text file.")
+    limit = 4 * MAX_LINE_CHARS + 1  # bytes: UTF-8 takes at most 4 per character
     sentences: list[str] = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"corpus '{path}' is not valid UTF-8 at line {number}; re-encode it as UTF-8.") from None
-        text = text.strip()
-        if not text:
-            continue
-        if len(text) > MAX_LINE_CHARS:
-            raise DataError(
-                f"corpus '{path}' line {number} has {len(text):,} characters; expected one sentence per line."
-            )
-        sentences.append(text)
+    try:
+        with open(path, "rb") as handle:
+            for number, line in enumerate(iter(lambda: handle.readline(limit), b""), start=1):
+                if len(line) >= limit and not line.endswith(b"\n"):
+                    raise DataError(
+                        f"corpus '{path}' line {number} is longer than {MAX_LINE_CHARS:,} characters; "
+                        "expected one sentence per line."
+                    )
+                if b"\x00" in line:
+                    raise DataError(f"corpus '{path}' contains a NUL byte at line {number}; it looks binary, not text.")
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DataError(
+                        f"corpus '{path}' is not valid UTF-8 at line {number}; re-encode it as UTF-8."
+                    ) from None
+                text = text.strip()
+                if not text:
+                    continue
+                if len(text) > MAX_LINE_CHARS:
+                    raise DataError(
+                        f"corpus '{path}' line {number} has {len(text):,} characters; expected one sentence per line."
+                    )
+                sentences.append(text)
+    except OSError as err:
+        raise DataError(f"corpus '{path}' cannot be read ({err.strerror or err}).") from None
     return sentences
+
+
+def resolve_corpus_paths(specs: list[str], data_dir: Path | None = None) -> list[str]:
+    """``specs`` with every local file as an absolute path (datasets names stay as they are), so
+    a saved ``config.yaml`` finds its corpus from any working directory."""
+    resolved = []
+    for spec in specs:
+        path = _locate(spec, data_dir)
+        resolved.append(str(path.resolve()) if path is not None else spec)
+    return resolved
 
 
 def _read_dataset(spec: str, column: str) -> list[str]:

@@ -258,6 +258,11 @@ def load_task(task: str, data_dir: Path | str | None = None, split: str = "test"
     else:
         result = {split: _read_sick(split, root / "SICK" / _SICK_FILES[split])}
     for subset, pairs in result.items():
+        if len(pairs) < 2:
+            raise DataError(
+                f"{task} {subset} has {len(pairs)} scored pair(s) in {root}; a "
+                "Spearman correlation needs at least 2, so the file is empty or truncated: re-download it."
+            )
         expected = KNOWN_SIZES.get((task, subset))
         logger.info("%s %s: %d pairs", task, subset, len(pairs))
         if expected is not None and len(pairs) != expected:

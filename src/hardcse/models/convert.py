@@ -115,7 +115,11 @@ def _load_bin(path: Path) -> dict[str, Tensor]:
     try:
         # weights_only: a checkpoint from the internet must never run code while it is read.
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # a damaged or foreign file, not a pickle of objects
+            raise DataError(
+                f"{path} is not a readable PyTorch weights file (it is damaged or not a checkpoint at all)."
+            ) from None
         raise DataError(
             f"{path} holds Python objects other than tensors, so it is not loaded (unpickling it could run code); "
             "re-save it as a plain state dict or safetensors from code you trust."

@@ -18,6 +18,7 @@ from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 from hardcse.errors import ConfigError
 from hardcse.models.defaults import resolve_model_name
 from hardcse.models.head import TrainOnlyHead
+from hardcse.models.loading import check_model_weights
 
 POOLINGS = ("cls", "mean", "max")
 
@@ -40,6 +41,16 @@ def build_training_model(
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}.")
     path = resolve_model_name(model)
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if not ((local / "config.json").is_file() or (local / "modules.json").is_file()):
+            raise ConfigError(
+                f"model directory '{local}' has neither config.json (Hugging Face) nor modules.json "
+                "(sentence-transformers); point --model to a saved model directory."
+            )
+        check_model_weights(local)
+    elif local.exists():
+        raise ConfigError(f"model path '{local}' is a file, not a model directory; point --model to the directory.")
     config_kwargs = {}
     if dropout is not None:
         config_kwargs = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
@@ -51,7 +62,8 @@ def build_training_model(
             model_kwargs={"trust_remote_code": trust_remote_code, "attn_implementation": "sdpa"},
             processor_kwargs={"trust_remote_code": trust_remote_code},
         )
-    except OSError as err:
+    except (OSError, ValueError, KeyError) as err:
+        # OSError: not found on disk or the hub; ValueError/KeyError: an unknown or broken config.
         where = "a local directory" if os.path.exists(path) else "not a local directory"
         raise ConfigError(
             f"model '{model}' could not be loaded ({where}; the Hugging Face hub could not provide it: "

@@ -119,6 +119,40 @@ def _locate(name: str) -> str:
     )
 
 
+def check_model_weights(name_or_path: str | Path) -> None:
+    """Refuse a local model directory whose weight files cannot be read, before any slow work.
+
+    Each ``*.safetensors`` file's header is opened (cheap: it checks that the file covers every
+    tensor, so a truncated or empty file is caught); a PyTorch ``.bin`` must at least be a
+    non-empty archive. Hub names are left to the loader.
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return
+    files = [p for p in sorted(path.glob("*")) + sorted(path.glob("*/*")) if p.is_file()]
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(file), "pt"):
+                    pass
+            except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: all mean unreadable
+                detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise DataError(
+                    f"model weights '{file}' are unreadable ({detail}); the file is truncated or corrupt, "
+                    "so save or download the model again."
+                ) from None
+        elif file.name == "pytorch_model.bin" or file.suffix == ".bin" and file.name.startswith("pytorch_model"):
+            import zipfile
+
+            if file.stat().st_size == 0 or not zipfile.is_zipfile(file):
+                raise DataError(
+                    f"model weights '{file}' are unreadable (empty or not a PyTorch archive); the file is truncated "
+                    "or corrupt, so save or download the model again."
+                )
+
+
 def describe_pooling(model: SentenceTransformer) -> str:
     """The pooling of ``model`` as a short name (``mean``, ``cls``, ...; ``none`` without Pooling)."""
     _, pooling_cls = _st_classes()
@@ -153,11 +187,17 @@ def load_sentence_model(
     pooling = check_pooling(pooling)
     name = resolve_model_name(name_or_path)
     kind = _locate(name)
+    check_model_weights(name)
     transformer_cls, pooling_cls = _st_classes()
     remote = {"trust_remote_code": True} if trust_remote_code else {}
 
     if kind == "st":
-        model = SentenceTransformer(name, device=device, trust_remote_code=trust_remote_code)
+        try:
+            model = SentenceTransformer(name, device=device, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as err:  # a broken config or missing module files
+            raise DataError(
+                f"model '{display_name(name_or_path)}' could not be loaded ({str(err).strip().splitlines()[0][:200]})."
+            ) from None
         if pooling is None:
             return model
         first = model[0]

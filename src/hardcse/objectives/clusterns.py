@@ -103,7 +103,7 @@ class ClusterNSConfig:
         minimum = 2 if self.hard_negatives else 1
         if self.k < minimum:
             why = " (the hard negative is the second-nearest centroid)" if self.hard_negatives else ""
-            raise ConfigError(f"ClusterNS needs K >= {minimum}{why}, got K={self.k}; raise --kmeans-k.")
+            raise ConfigError(f"ClusterNS needs K >= {minimum}{why}, got K={self.k}; raise --set clusterns.k=K.")
         if not 0.0 <= self.eta <= 1.0:
             raise ConfigError(f"the ClusterNS momentum eta must be in [0, 1], got {self.eta}.")
         if self.bml_weight < 0:

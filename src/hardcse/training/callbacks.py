@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,16 +160,21 @@ class NaNGuardCallback(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """One progress bar with the running loss and the last STS-B dev score."""
+    """One progress bar with the running loss and the last STS-B dev score.
+
+    When standard error is not a terminal (a log file, CI), a bar's carriage returns would fill
+    the log, so a plain line is printed at each evaluation instead.
+    """
 
     def __init__(self, disable: bool = False, metric: str = "eval_stsb_spearman") -> None:
         self.bar: tqdm | None = None
         self.disable = disable
         self.metric = metric
         self.postfix: dict[str, str] = {}
+        self.plain = not disable and not sys.stderr.isatty()
 
     def on_train_begin(self, args, state: TrainerState, control: TrainerControl, **kwargs):
-        if state.is_world_process_zero:
+        if state.is_world_process_zero and not self.plain:
             self.bar = tqdm(
                 total=state.max_steps,
                 initial=state.global_step,
@@ -183,14 +189,19 @@ class ProgressCallback(TrainerCallback):
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
-        if self.bar is not None and logs and "loss" in logs:
+        if logs and "loss" in logs:
             self.postfix["loss"] = f"{logs['loss']:.4f}"
-            self.bar.set_postfix(self.postfix, refresh=False)
+            if self.bar is not None:
+                self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
-        if self.bar is not None and metrics and self.metric in metrics:
+        if metrics and self.metric in metrics:
             self.postfix["stsb_dev"] = f"{metrics[self.metric]:.2f}"
-            self.bar.set_postfix(self.postfix)
+            if self.bar is not None:
+                self.bar.set_postfix(self.postfix)
+            elif self.plain and state.is_world_process_zero:
+                values = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
+                print(f"training: step {state.global_step}/{state.max_steps}, {values}", file=sys.stderr, flush=True)
 
     def on_train_end(self, args, state: TrainerState, control: TrainerControl, **kwargs):
         if self.bar is not None:

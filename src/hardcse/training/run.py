@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,8 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from hardcse.data.corpus import corpus_dataset, read_corpus
-from hardcse.errors import ConfigError, Interrupted, TrainingError
+from hardcse.data.corpus import corpus_dataset, read_corpus, resolve_corpus_paths
+from hardcse.errors import ConfigError, DataError, Interrupted, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
@@ -207,6 +208,8 @@ def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainin
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_drop_last=False,
+        # Pinned memory only helps copies to an accelerator (torch warns when there is none).
+        dataloader_pin_memory=_accelerator(),
         save_only_model=False,
     )
 
@@ -232,6 +235,9 @@ def train(
 
     config.validate()
     started = time.perf_counter()
+    # Bars only on a terminal: in a log file their carriage returns pile up (the training
+    # progress then prints one plain line per evaluation instead).
+    bars = show_progress and sys.stderr.isatty()
     data_dir = resolve_data_dir(config.data_dir)
     out = check_output(config, overwrite=overwrite, resume=resume)
     # Setting up the device creates the process group when a launcher (torchrun, accelerate
@@ -254,6 +260,15 @@ def train(
 
     # Everything a user can get wrong is checked before the run directory is touched.
     sentences = read_corpus(config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences)
+    if len(set(sentences)) < 2:
+        raise DataError(
+            f"the corpus has {len(set(sentences))} distinct sentence(s); contrastive training needs at least 2 "
+            "(each batch's other sentences are the negatives)."
+        )
+    # config.yaml names the corpus by absolute path, so the run resumes from any working directory.
+    config.corpus = resolve_corpus_paths(config.corpus, data_dir)
+    if config.data_dir is not None:
+        config.data_dir = str(Path(config.data_dir).expanduser().resolve())
     dataset = corpus_dataset(sentences)
     evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size)
     test_data = load_tasks(resolve_tasks(config.test_tasks, "test"), data_dir, "test")
@@ -270,7 +285,7 @@ def train(
         enable_fast_dropout(model)
     eval_len = position_limit(model) or config.max_seq_length
     model_name = display_name(config.model)
-    loss, extra_callbacks = build_objective(config, model, sentences, show_progress=show_progress)
+    loss, extra_callbacks = build_objective(config, model, sentences, show_progress=bars)
     # Every process has checked the inputs before the main one creates or clears anything.
     dist.barrier()
     rundir = create_output(out, overwrite=overwrite, resume=resume) if main else None
@@ -295,7 +310,7 @@ def train(
                 tasks=config.test_tasks,
                 data=test_data,
                 batch_size=config.eval_batch_size,
-                show_progress=show_progress,
+                show_progress=bars,
                 model_name=model_name,
                 pooling=config.pooling,
             )
@@ -369,7 +384,7 @@ def train(
             tasks=config.test_tasks,
             data=test_data,
             batch_size=config.eval_batch_size,
-            show_progress=show_progress,
+            show_progress=bars,
             model_name=str(out / "model"),
             pooling=config.pooling,
             return_predictions=True,

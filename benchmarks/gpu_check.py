@@ -78,7 +78,11 @@ sys.path.insert(0, str(HERE))
 from gpu_fixtures import BERT_BASE, SMALL, TINY, BertShape  # noqa: E402
 
 # Importing transformers imports torch but starts no CUDA context, so --cpu can still hide the GPUs.
-from transformers import TrainerCallback  # noqa: E402
+# If it cannot be imported, the `dependencies` check reports why (a crash here would leave no report).
+try:
+    from transformers import TrainerCallback
+except Exception:  # noqa: BLE001
+    TrainerCallback = object  # type: ignore[assignment,misc]
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 BASE_RECIPES = ("simcse", "clusterns", "hsimcse")
@@ -358,6 +362,7 @@ class GPUCheck:
     def environment(self) -> tuple[str, dict[str, Any]]:
         import torch
 
+        self.report.environment = {"packages": package_versions()}  # first, in case what follows fails
         env: dict[str, Any] = {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -382,10 +387,11 @@ class GPUCheck:
 
     def dependencies(self) -> str:
         missing = []
-        for module in ("datasets", "faiss", "sentence_transformers", "accelerate", "scipy", "yaml", "matplotlib"):
+        modules = ("torch", "transformers", "sentence_transformers", "accelerate", "datasets", "faiss", "scipy", "yaml")
+        for module in (*modules, "matplotlib"):
             try:
                 __import__(module)
-            except ImportError as err:
+            except Exception as err:  # an ImportError, or a version check failing inside the import
                 missing.append(f"{module} ({err})")
         expect(
             not missing,
@@ -754,7 +760,10 @@ def _finite(value: Any) -> bool:
 def package_versions() -> str:
     from importlib import metadata
 
-    names = ("transformers", "sentence-transformers", "accelerate", "datasets", "faiss-cpu", "numpy", "pyarrow")
+    names = (
+        *("transformers", "sentence-transformers", "accelerate", "huggingface-hub", "tokenizers"),
+        *("datasets", "faiss-cpu", "numpy", "pyarrow"),
+    )
     found = []
     for name in names:
         try:
@@ -985,6 +994,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out or os.environ.get("OUT") or HERE / "out" / "gpu_check")
     plan = make_plan(args.cpu, args.budget)
+    if args.cpu:
+        import torch
+
+        # Tiny models gain nothing from a second thread, and on a shared machine OpenMP threads
+        # waiting for a busy core made a tiny step take 2.7 s instead of 0.1 s (measured here).
+        torch.set_num_threads(1)
     report = Report(out, plan)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hardcse-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)

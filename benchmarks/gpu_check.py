@@ -124,9 +124,14 @@ class Plan:
 
 
 def make_plan(cpu: bool, budget: float | None) -> Plan:
-    if not cpu:
-        return Plan(device="cuda", budget_s=budget or 480.0, train_shape=SMALL, time_shape=BERT_BASE)
     import torch
+
+    if not cpu:
+        plan = Plan(device="cuda", budget_s=budget or 480.0, train_shape=SMALL, time_shape=BERT_BASE)
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            plan.precisions = ("fp32", "fp16")
+            plan.skipped_precisions["bf16"] = f"{torch.cuda.get_device_name(0)} has no bf16"
+        return plan
 
     skipped = {"fp16": "fp16 needs a GPU (the trainer refuses it on the CPU); checked on CUDA only"}
     precisions: tuple[str, ...] = ("fp32",)
@@ -704,6 +709,24 @@ class GPUCheck:
                 r.run(f"resume/{key}", lambda a=recipe, b=precision: self.resume_run(a, b))
                 r.run(f"export/{key}", lambda a=recipe, b=precision: self.export_reload(a, b))
         r.run("eval/stsb", self.evaluation)
+        # The step timings before the options: they are what the README needs if the budget runs out.
+        if r.run("timing/prepare", self.prepare_timing):
+            self.run_timing()
+        self.run_options()
+
+    def run_timing(self) -> None:
+        r = self.report
+        for batch in self.plan.time_batches:
+            r.run(f"timing/batch-{batch}", lambda b=batch: self.timing(b, None))
+        big = max(self.plan.time_batches)
+        if mini_batch_available():
+            mini = self.plan.time_mini_batch
+            r.run(f"timing/batch-{big}-mini-{mini}", lambda: self.timing(big, mini))
+        else:
+            r.add(Check(f"timing/batch-{big}-cached", SKIP, "TrainConfig has no mini_batch_size (issue 18)", 0.0))
+
+    def run_options(self) -> None:
+        r = self.report
         half = "fp16" if not self.plan.dry else "fp32"
         options: list[tuple[str, str, str, dict[str, Any]]] = [
             ("simcse-length-chunks-4", "simcse", half, {"length_chunks": 4}),
@@ -740,16 +763,6 @@ class GPUCheck:
                 )
         else:
             r.add(Check("options/mini-batch", SKIP, "TrainConfig has no mini_batch_size (issue 18)", 0.0))
-        if not r.run("timing/prepare", self.prepare_timing):
-            return
-        for batch in self.plan.time_batches:
-            r.run(f"timing/batch-{batch}", lambda b=batch: self.timing(b, None))
-        big = max(self.plan.time_batches)
-        if mini_batch_available():
-            mini = self.plan.time_mini_batch
-            r.run(f"timing/batch-{big}-mini-{mini}", lambda: self.timing(big, mini))
-        else:
-            r.add(Check(f"timing/batch-{big}-cached", SKIP, "TrainConfig has no mini_batch_size (issue 18)", 0.0))
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -990,6 +1003,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the dry run stays on the CPU on a GPU machine too
+    else:
+        # One GPU: on a machine with several, the trainer would wrap the model in DataParallel.
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out or os.environ.get("OUT") or HERE / "out" / "gpu_check")

@@ -32,7 +32,7 @@ from hardcse.comparison.stats import (
     resample_indices,
     rowwise_spearman,
 )
-from hardcse.errors import ConfigError
+from hardcse.errors import ConfigError, Interrupted
 from hardcse.training.config import dump_yaml
 
 # ---------------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_interrupted_comparison_resumes_without_redoing_runs(setup):
     out = setup["out"]
     # First call: Ctrl-C at step 4 of the 4th run (simcse, seed 43), after its step-3 checkpoint.
     stopper = StepCounter(stop_at=4, in_run=4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="continue with: hardcse train --resume"):
         _compare(setup, callbacks=[stopper])
     for name in ("simcse-s42", "clusterns-s42", "hsim-s42"):
         assert (out / name / "results.json").is_file(), name

@@ -29,6 +29,11 @@ class TrainingError(HardcseError):
 
 
 class Interrupted(HardcseError):
-    """The user interrupted the command (Ctrl-C); exit status 130 as for SIGINT."""
+    """The user interrupted the command (Ctrl-C); exit status 130 as for SIGINT.
+
+    :func:`hardcse.train` turns a ``KeyboardInterrupt`` into this error, whose message says what
+    was kept and how to continue. (It is deliberately not a ``KeyboardInterrupt`` itself: typer
+    would swallow it into a bare exit status.)
+    """
 
     exit_code = 130

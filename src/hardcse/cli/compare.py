@@ -42,21 +42,28 @@ def compare(
     from hardcse.cli.train import _parse_sets
     from hardcse.comparison import run_comparison
     from hardcse.comparison.report import format_report
+    from hardcse.errors import Interrupted
 
     quiet_library_logs()
     overrides = _parse_sets(set_ or [])
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    summary = run_comparison(
-        recipes,
-        seeds=seeds,
-        preset=preset,
-        output=output,
-        overrides=overrides,
-        overwrite=overwrite,
-        show_progress=not quiet,
-        log=lambda line: tqdm.write(line),
-    )
+    try:
+        summary = run_comparison(
+            recipes,
+            seeds=seeds,
+            preset=preset,
+            output=output,
+            overrides=overrides,
+            overwrite=overwrite,
+            show_progress=not quiet,
+            log=lambda line: tqdm.write(line),
+        )
+    except (Interrupted, KeyboardInterrupt):
+        raise Interrupted(
+            f"interrupted; finished runs in '{output}' are kept, and the same hardcse compare command continues "
+            "the comparison (an interrupted run resumes from its last checkpoint)."
+        ) from None
     typer.echo("")
     typer.echo(format_report(summary).split("## Runs")[0].rstrip())
     typer.echo(f"\nreport: {Path(output) / 'report.md'} (+ report.json, curves.png)")

@@ -294,11 +294,14 @@ def run_all(
     Every run's state is checked before any training starts, so a changed configuration is
     reported at once rather than after hours of training.
     """
-    from hardcse.training.run import train
+    from hardcse.training.run import preflight, train
 
     say = log or (lambda _msg: None)
     out = Path(output).expanduser()
     states = {spec.name: run_state(spec, overwrite=overwrite) for spec in plan}
+    for spec in plan:  # every run that will train is checked before the comparison creates anything
+        if states[spec.name] != "finished":
+            preflight(spec.config)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     width = len(str(len(plan)))

@@ -158,6 +158,13 @@ def _use_cpu(config: TrainConfig) -> bool:
     return use_cpu
 
 
+def preflight(config: TrainConfig) -> None:
+    """The checks of :func:`train` that need nothing loaded (values, precision on this machine),
+    for callers that prepare several runs (``hardcse compare``) before creating anything."""
+    config.validate()
+    _use_cpu(config)
+
+
 def _check_bf16(device: str | None) -> None:
     """Refuse bf16 where the device only emulates it (issue 21: an AVX2-only CPU multiplies
     bfloat16 ~50x slower than float32, so a run would crawl without a word)."""

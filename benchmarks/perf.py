@@ -15,9 +15,12 @@ evaluation speed and peak memory, printed as one report.
   (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak;
   skipped with one line, like the bf16 peak, where bf16 is not native: an AVX2-only CPU
   multiplies bfloat16 ~50x slower than float32, issue 21),
-  ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers).
+  ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers),
+  ``simcse+cached64`` (``mini_batch_size: 64``, cached steps) and ``+batch512`` (the batch; ``--cached`` only).
   Each timing run is a fresh child process, so no contender inherits another's allocator state
   or caches.
+* Cached steps (issue 18), ``--cached 512:64``: only the recipe at batch 512 in cached mini-batches of
+  64 against batch 64 uncached, each child's own peak RSS and time per sentence, and their ratios.
 * Evaluation: ``benchmarks/eval_speed.py`` (hardcse vs EmbeddingSimilarityEvaluator) is run as is.
 * Memory: peak resident set size of ``hardcse train --preset cpu`` (``--memory-steps`` steps,
   evaluations included) in a child process.
@@ -113,8 +116,14 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["length_chunks"] = int(mod[6:])
         elif mod == "stockdrop":
             options["fast_dropout"] = False
+        elif mod.startswith("cached") and mod[6:].isdigit():
+            options["mini_batch_size"] = int(mod[6:])
+        elif mod.startswith("batch") and mod[5:].isdigit():
+            options["batch_size"] = int(mod[5:])
         else:
-            raise SystemExit(f"unknown contender modifier '{mod}' in '{name}' (use bf16, chunksN or stockdrop)")
+            raise SystemExit(
+                f"unknown contender modifier '{mod}' in '{name}' (use bf16, chunksN, stockdrop, cachedN or batchN)"
+            )
     return base, options
 
 
@@ -144,7 +153,7 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     callbacks: list = []
     build_s = 0.0
     if recipe == "st-mnrl":
-        if set(options) - {"bf16"}:
+        if set(options) - {"bf16", "batch_size"}:
             raise SystemExit("st-mnrl takes only +bf16 (it has no length chunks and uses torch's dropout)")
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
         loss = MultipleNegativesRankingLoss(model, scale=20.0)
@@ -157,9 +166,11 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         if config.fast_dropout:
             enable_fast_dropout(model)
     timer = StepTimer()
+    args = _args(out, steps, seed, bf16=options.get("bf16", False))
+    args.per_device_train_batch_size = options.get("batch_size", 64)  # +batchN
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=_args(out, steps, seed, bf16=options.get("bf16", False)),
+        args=args,
         train_dataset=dataset,
         loss=loss,
         callbacks=[*callbacks, timer],
@@ -176,6 +187,35 @@ def time_in_child(name: str, steps: int, seed: int, out: Path, threads: int | No
     done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["step"], result["build_s"]
+
+
+def cached_memory(recipe: str, batch: int, mini: int, steps: int, rounds: int, seed: int, threads: int | None) -> None:
+    """Issue 18: ``recipe`` at ``batch`` in cached mini-batches of ``mini`` sentences against the
+    uncached step at batch 64, each a ``steps``-step run in a fresh child (alternating, ``rounds``
+    times): the child's own peak RSS and the median step time per sentence, and their ratios."""
+    names = [recipe, f"{recipe}+batch{batch}+cached{mini}"]
+    sizes = {names[0]: 64, names[1]: batch}
+    rows: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="bench-cached-") as tmp:
+        for r in range(rounds):
+            for name in names[r % 2 :] + names[: r % 2]:
+                cmd = [sys.executable, __file__, "--time-one", name, "--round-steps", str(steps), "--seed", str(seed)]
+                cmd += ["--out", str(Path(tmp) / f"{name}{r}")] + (["--threads", str(threads)] if threads else [])
+                done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                rows[name].append((result["rss_mb"], result["step"] / sizes[name]))
+                rss, step = result["rss_mb"], result["step"]
+                print(f"round {r + 1} {name:<28} {rss:.0f} MB peak RSS, {step:.3f} s/step", flush=True)
+    print("\n| run | batch | peak RSS MB (rounds) | ms per sentence (median step / batch) | RSS ratio | time ratio |")
+    print("|:--|--:|:--|--:|--:|--:|")
+    base_rss = statistics.median(m for m, _ in rows[names[0]])
+    base_t = statistics.median(t for _, t in rows[names[0]])
+    for name in names:
+        rss = statistics.median(m for m, _ in rows[name])
+        per = statistics.median(t for _, t in rows[name])
+        runs = ", ".join(f"{m:.0f}" for m, _ in rows[name])
+        ratios = f"{rss / base_rss:.3f} | {per / base_t:.3f}"
+        print(f"| {name} | {sizes[name]} | {rss:.0f} ({runs}) | {1000 * per:.2f} | {ratios} |")
 
 
 def peak_memory_mb(steps: int, out: Path) -> tuple[float, float]:
@@ -210,6 +250,13 @@ def main() -> None:
     parser.add_argument("--eval-rounds", type=int, default=1, help="eval_speed.py rounds (0: skip)")
     parser.add_argument("--memory-steps", type=int, default=20, help="steps of the memory run (0: skip)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--cached",
+        default=None,
+        metavar="BATCH:MINI",
+        help="only compare each of --recipes at BATCH in cached mini-batches of MINI with batch 64 uncached "
+        "(peak RSS, time per sentence; issue 18), e.g. --cached 512:64 --recipes simcse",
+    )
     parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # the child of time_in_child
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -222,11 +269,18 @@ def main() -> None:
     sentences = read_corpus(["corpus/wikipedia_vital_articles_en.sentences.txt"], data_dir())
     if args.time_one:
         step, build_s = time_recipe(args.time_one, sentences, args.round_steps, args.seed, args.out)
-        print(json.dumps({"step": step, "build_s": build_s}))
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this child's own peak
+        print(json.dumps({"step": step, "build_s": build_s, "rss_mb": rss_mb}))
+        return
+    if args.cached:
+        batch, mini = (int(v) for v in args.cached.split(":"))
+        for recipe in args.recipes.split(","):
+            cached_memory(recipe, batch, mini, args.round_steps, args.rounds, args.seed, args.threads)
         return
     names = args.recipes.split(",")
     for name in names:
-        parse_contender(name)  # a typo fails here, not rounds later
+        if "batch_size" in parse_contender(name)[1]:  # a typo fails here, not rounds later
+            raise SystemExit(f"'{name}': +batchN is for --cached (the table's FLOPs and MFU are for batch 64)")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
     print(cpu_description(), flush=True)
     # bf16 figures only where bf16 is native: emulated, one 2048^3 bf16 product takes ~20 s and a

@@ -476,7 +476,7 @@ class _Replay:
         self.offsets, self.grad, self.autocast = offsets, grad, autocast
 
     def __call__(self, grad_output: Tensor) -> None:
-        from hardcse.objectives.cached import ddp_sync_context
+        from hardcse.objectives.cached import ddp_sync_context, release_freed_memory
 
         loss = self.loss
         with torch.enable_grad():
@@ -493,4 +493,6 @@ class _Replay:
                     # Backward of <emb, g>: this mini-batch's share of dL/dtheta (grad_output carries
                     # the trainer's loss scaling and gradient-accumulation division).
                     torch.autograd.backward(emb.float(), self.grad[where] * grad_output.to(self.grad.dtype))
+                del emb
+                release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
         self.sources = self.states = self.grad = None  # free the step's inputs once used

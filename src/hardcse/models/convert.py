@@ -342,10 +342,11 @@ def convert_checkpoint(
         ConfigError: bad pooling, ``keep_mlp`` without an MLP head, an existing output.
     """
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
     from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling
 
     from hardcse.models.encoder import position_limit
-    from hardcse.models.loading import _st_classes
 
     if pooling.strip().lower() in UNSUPPORTED_POOLINGS:
         raise ConfigError(
@@ -399,7 +400,6 @@ def convert_checkpoint(
         dropped={**({"MLP head": sorted(f"mlp.dense.{k}" for k in mlp)} if mlp and not keep_mlp else {}), **dropped},
     )
 
-    transformer_cls, pooling_cls = _st_classes()
     with tempfile.TemporaryDirectory(prefix="hardcse-convert-") as tmp:
         backbone_dir = Path(tmp)
         model.save_pretrained(str(backbone_dir))
@@ -407,9 +407,9 @@ def convert_checkpoint(
         # Without a pooler in the weights, loading must not build one (transformers would add a
         # random one and warn on every load): the saved module config carries the argument.
         model_kwargs = {"add_pooling_layer": False} if has_pooler else {}
-        transformer = transformer_cls(str(backbone_dir), model_kwargs=dict(model_kwargs) or None)
+        transformer = Transformer(str(backbone_dir), model_kwargs=dict(model_kwargs) or None)
         dim = transformer.get_embedding_dimension()
-        modules: list[torch.nn.Module] = [transformer, pooling_cls(dim, pooling_mode=POOLING_MODES[pooling])]
+        modules: list[torch.nn.Module] = [transformer, Pooling(dim, pooling_mode=POOLING_MODES[pooling])]
         if keep_mlp:
             weight, bias = mlp["weight"], mlp["bias"]
             if tuple(weight.shape) != (dim, dim) or tuple(bias.shape) != (dim,):

@@ -25,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
 
 from hardcse.errors import ConfigError, DataError
 from hardcse.models.defaults import display_name, resolve_model_name
@@ -47,16 +49,6 @@ POOLING_CHOICES: tuple[str, ...] = tuple(POOLING_MODES)
 
 #: Pooling of a plain Hugging Face model when none is given (SimCSE's evaluation of unsupervised models).
 DEFAULT_HF_POOLING = "cls"
-
-
-def _st_classes() -> tuple[type, type]:
-    """The Transformer and Pooling module classes, across sentence-transformers layouts."""
-    try:
-        from sentence_transformers.base.modules import Transformer
-        from sentence_transformers.sentence_transformer.modules import Pooling
-    except ImportError:  # sentence-transformers < 5.4
-        from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef]
-    return Transformer, Pooling
 
 
 def check_pooling(pooling: str | None) -> str | None:
@@ -155,12 +147,9 @@ def check_model_weights(name_or_path: str | Path) -> None:
 
 def describe_pooling(model: SentenceTransformer) -> str:
     """The pooling of ``model`` as a short name (``mean``, ``cls``, ...; ``none`` without Pooling)."""
-    _, pooling_cls = _st_classes()
     for module in model:
-        if isinstance(module, pooling_cls):
-            mode = getattr(module, "pooling_mode", None)
-            if mode is None:  # older sentence-transformers
-                mode = module.get_pooling_mode_str()
+        if isinstance(module, Pooling):
+            mode = module.pooling_mode
             return mode if isinstance(mode, str) else "+".join(mode)
     return "none"
 
@@ -188,7 +177,6 @@ def load_sentence_model(
     name = resolve_model_name(name_or_path)
     kind = _locate(name)
     check_model_weights(name)
-    transformer_cls, pooling_cls = _st_classes()
     remote = {"trust_remote_code": True} if trust_remote_code else {}
 
     if kind == "st":
@@ -201,19 +189,19 @@ def load_sentence_model(
         if pooling is None:
             return model
         first = model[0]
-        if not isinstance(first, transformer_cls):
+        if not isinstance(first, Transformer):
             raise ConfigError(
                 f"cannot change the pooling of '{display_name(name_or_path)}': its first module is "
                 f"{type(first).__name__}, not a Transformer; evaluate it without --pooling."
             )
-        dropped = [type(m).__name__ for m in list(model)[1:] if not isinstance(m, pooling_cls)]
+        dropped = [type(m).__name__ for m in list(model)[1:] if not isinstance(m, Pooling)]
         if dropped:
             logger.info("pooling override: dropping modules %s", ", ".join(dropped))
         transformer = first
     else:
-        transformer = transformer_cls(
+        transformer = Transformer(
             name, model_kwargs=dict(remote), processor_kwargs=dict(remote), config_kwargs=dict(remote)
         )
     mode = POOLING_MODES[pooling or DEFAULT_HF_POOLING]
-    pool = pooling_cls(transformer.get_embedding_dimension(), pooling_mode=mode)
+    pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=mode)
     return SentenceTransformer(modules=[transformer, pool], device=device)

@@ -247,9 +247,9 @@ def test_sts_evaluator_loads_once_and_reports_x100(model, fake_dir, monkeypatch)
     evaluator = STSEvaluator(data_dir=fake_dir)
     assert evaluator.primary_metric == "stsb_spearman" and evaluator.greater_is_better
 
-    import hardcse.evaluation.sts as sts_module
-
-    monkeypatch.setattr(sts_module, "load_tasks", lambda *a, **k: pytest.fail("reloaded the pairs"))
+    monkeypatch.setattr(
+        "hardcse.evaluation.evaluator.load_tasks", lambda *a, **k: pytest.fail("reloaded the pairs")
+    )
     model.train()
     metrics = evaluator(model)
     assert model.training  # the trainer's mode is left as it was
@@ -351,7 +351,7 @@ def test_pretokenize_in_chunks_equals_one_preprocess_call(model, monkeypatch):
     from hardcse.evaluation import sts
 
     sentences = [f"sentence {i} " + "longer words here " * (i * 7 % 11) + "end" * (i % 3) for i in range(50)]
-    monkeypatch.setattr(sts, "PRETOKENIZE_CHUNK", 7)
+    monkeypatch.setattr("hardcse.evaluation.encoding.PRETOKENIZE_CHUNK", 7)  # the engine reads its own constant
     calls = []
     original = model.preprocess
     monkeypatch.setattr(model, "preprocess", lambda s: calls.append(len(s)) or original(s))

@@ -96,7 +96,8 @@ def evaluate(
 ) -> None:
     """Evaluate MODEL on STS12-16, STS-B and SICK-R (cosine, Spearman x100, as SentEval/SimCSE)."""
     from hardcse.data.sts import load_tasks
-    from hardcse.evaluation.sts import check_aggregation, evaluate_model, resolve_tasks
+    from hardcse.evaluation.scoring import check_aggregation, resolve_tasks
+    from hardcse.evaluation.sts import evaluate_model
     from hardcse.models.defaults import display_name
     from hardcse.models.loading import check_pooling, load_sentence_model
 
@@ -135,7 +136,7 @@ def evaluate(
 
 def _print_result(result: dict, settings: str, note: str | None, output: Path | None) -> None:
     """The header line, the papers' table, an optional note; write the JSON to ``output``."""
-    from hardcse.evaluation.sts import format_table
+    from hardcse.evaluation.tables import format_table
 
     console = Console(highlight=False, soft_wrap=True)
     console.print(

@@ -100,7 +100,7 @@ def train(
 ) -> None:
     """Train an encoder, select it on STS-B dev, export it and score it on seven STS tasks."""
     from hardcse.cli import quiet_library_logs
-    from hardcse.evaluation.sts import format_comparison
+    from hardcse.evaluation.tables import format_comparison
     from hardcse.training.config import make_config
     from hardcse.training.run import train as run
 

@@ -183,9 +183,9 @@ def _pvalue(p: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    from hardcse.evaluation.sts import _markdown
+    from hardcse.evaluation.tables import markdown_table
 
-    return _markdown(header, rows, label_column=True)
+    return markdown_table(header, rows, label_column=True)
 
 
 def format_report(summary: Mapping[str, Any]) -> str:

@@ -359,7 +359,8 @@ def ensure_predictions(spec: RunSpec, show_progress: bool = False) -> dict:
     Runs trained before ``test_predictions.npz`` existed only have ``model/``; encoding the test
     sets with it gives the same cosines the run's results were computed from.
     """
-    from hardcse.evaluation.sts import evaluate_model, load_predictions, save_predictions
+    from hardcse.evaluation.predictions import load_predictions, save_predictions
+    from hardcse.evaluation.sts import evaluate_model
     from hardcse.training.run import PREDICTIONS
 
     path = spec.path / PREDICTIONS

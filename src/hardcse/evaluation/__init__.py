@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from hardcse.evaluation.sts import (
-    AGGREGATIONS,
-    STSEvaluator,
-    evaluate_model,
-    format_comparison,
-    format_table,
-)
+from hardcse.evaluation.evaluator import STSEvaluator
+from hardcse.evaluation.scoring import AGGREGATIONS
+from hardcse.evaluation.sts import evaluate_model
+from hardcse.evaluation.tables import format_comparison, format_table
 
 __all__ = ["AGGREGATIONS", "STSEvaluator", "evaluate_model", "format_comparison", "format_table"]

@@ -23,7 +23,7 @@ from sentence_transformers import SentenceTransformer
 
 from hardcse.data.sts import TASKS, canonical_task
 from hardcse.errors import ConfigError, DataError
-from hardcse.evaluation.sts import average
+from hardcse.evaluation.scoring import average
 
 #: hardcse's canonical task name -> MTEB's task name.
 MTEB_TASK_NAMES: dict[str, str] = {

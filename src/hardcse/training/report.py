@@ -13,7 +13,7 @@ _NOT_DIAGNOSTICS = {"step", "loss", "stsb_dev", "learning_rate", "grad_norm", "i
 
 
 def write_report(out: Path, results: dict[str, Any], config: Any) -> None:
-    from hardcse.evaluation.sts import format_comparison
+    from hardcse.evaluation.tables import format_comparison
 
     lines = [
         f"# hardcse {results['recipe']} run",

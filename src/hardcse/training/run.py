@@ -238,7 +238,10 @@ def train(
     """
     from hardcse.data.paths import resolve_data_dir
     from hardcse.data.sts import load_tasks
-    from hardcse.evaluation.sts import STSEvaluator, evaluate_model, resolve_tasks, save_predictions
+    from hardcse.evaluation.evaluator import STSEvaluator
+    from hardcse.evaluation.predictions import save_predictions
+    from hardcse.evaluation.scoring import resolve_tasks
+    from hardcse.evaluation.sts import evaluate_model
 
     config.validate()
     started = time.perf_counter()

@@ -102,6 +102,15 @@ def test_run_writes_all_outputs(finished_run):
     assert math.isclose(saved["stsb_dev_best"], max(e["stsb_dev"] for e in devs[1:]), abs_tol=1e-9)
 
 
+def test_exported_model_card_names_the_run(finished_run, tiny_bert):
+    # The generic sentence-transformers card is replaced by one naming the base model and the recipe.
+    out, results = finished_run
+    card = (out / "model" / "README.md").read_text(encoding="utf-8")
+    assert "library_name: sentence-transformers" in card and "- simcse" in card
+    assert f"Recipe: `{results['recipe']}`" in card and str(tiny_bert) in card
+    assert "gao2021simcse" in card and "| this model" in card
+
+
 def test_loss_decreases(finished_run):
     _, results = finished_run
     losses = [e["loss"] for e in results["history"] if "loss" in e]

@@ -46,6 +46,7 @@ from hardcse.training.callbacks import (
     ObjectiveStateCallback,
     ProgressCallback,
 )
+from hardcse.training.card import render_model_card
 from hardcse.training.checkpoints import last_complete_checkpoint, verify_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
 from hardcse.training.report import write_report
@@ -416,6 +417,11 @@ def train(
         }
         _check_finite(results)
         write_report(out, results, config)
+        # The exported model's card: base model, recipe and settings, corpus, scores, citations.
+        card = render_model_card(
+            config.to_dict(), results, corpus_sentences=len(sentences), model_path=str(out / "model")
+        )
+        atomic_write_text(out / "model" / "README.md", card)
         atomic_write_json(out / "results.json", results)
         dist.barrier()
         return results

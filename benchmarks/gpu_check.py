@@ -696,7 +696,7 @@ class GPUCheck:
             return
         recipes = self.recipes()
         if COMPOSITION not in recipes:
-            r.add(Check(f"recipe/{COMPOSITION}", SKIP, "not in hardcse.training.config.RECIPES (issue 16)", 0.0))
+            r.add(Check(f"recipe/{COMPOSITION}", SKIP, "not a recipe of this hardcse (issue 16)", 0.0))
         for recipe in recipes:
             r.run(f"same-loss/{recipe}", lambda recipe=recipe: self.same_loss(recipe))
         for precision in PRECISIONS:
@@ -787,9 +787,15 @@ def package_versions() -> str:
 
 
 def composition_available() -> bool:
-    from hardcse.training.config import RECIPES
-
-    return COMPOSITION in RECIPES
+    try:
+        from hardcse.objectives.registry import recipe_names
+    except ImportError:  # a hardcse without the method registry (before issue 16)
+        return False
+    try:
+        recipe_names(COMPOSITION)
+    except Exception:  # noqa: BLE001 - any refusal means the composition cannot run
+        return False
+    return True
 
 
 def mini_batch_available() -> bool:

@@ -31,7 +31,7 @@ from tiny import WORDS, make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
-from hardcse.objectives.base import ContrastiveLoss
+from hardcse.objectives.base import HardCSELoss
 from hardcse.objectives.cached import split_rows
 
 BATCH = 12
@@ -74,7 +74,7 @@ def grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def cached_step(loss: ContrastiveLoss, features: dict, labels: torch.Tensor, seed: int):
+def cached_step(loss: HardCSELoss, features: dict, labels: torch.Tensor, seed: int):
     """One training step as the trainer runs it: the components' sum, back-propagated."""
     loss.model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
@@ -84,7 +84,7 @@ def cached_step(loss: ContrastiveLoss, features: dict, labels: torch.Tensor, see
     return float(total.detach()), {k: float(v.detach()) for k, v in out.items()}, grads(loss.model)
 
 
-def graph_step(loss: ContrastiveLoss, features: dict, labels: torch.Tensor, seed: int, chunk_rows: int | None):
+def graph_step(loss: HardCSELoss, features: dict, labels: torch.Tensor, seed: int, chunk_rows: int | None):
     """The uncached reference: one graph over the whole batch. With ``chunk_rows`` its 2N rows are
     encoded in the cached step's mini-batches (length-sorted, that many rows) in the same order."""
     loss.model.zero_grad(set_to_none=True)
@@ -125,8 +125,8 @@ def test_cached_step_equals_one_graph_over_the_same_minibatches(model, recipe, l
     model.train()
     corpus = sentences(40, seed=5)
     features, labels = batch(model)
-    cached = ContrastiveLoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks, mini_batch_size=4)
-    plain = ContrastiveLoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks)
+    cached = HardCSELoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks, mini_batch_size=4)
+    plain = HardCSELoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks)
     for step in range(2):  # ClusterNS "after": step 0 starts the clustering, step 1 uses centroids
         total, parts, got = cached_step(cached, features, labels, seed=10 + step)
         ref_total, ref_parts, ref = graph_step(plain, features, labels, seed=10 + step, chunk_rows=8)
@@ -154,7 +154,7 @@ def test_one_minibatch_equals_the_uncached_step(model, bf16):
     features, labels = batch(model)
     parts = {}
     for name, size in (("plain", None), ("cached", BATCH)):
-        loss = ContrastiveLoss(model, length_chunks=2, mini_batch_size=size)
+        loss = HardCSELoss(model, length_chunks=2, mini_batch_size=size)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model.zero_grad(set_to_none=True)
             torch.manual_seed(3)
@@ -170,7 +170,7 @@ def test_replay_reproduces_every_minibatch(model):
     # The re-encoded embeddings are the first pass's (same dropout masks), and dropout is active.
     model.train()
     features, labels = batch(model)
-    loss = ContrastiveLoss(model, length_chunks=2, mini_batch_size=3)
+    loss = HardCSELoss(model, length_chunks=2, mini_batch_size=3)
     seen = []
     encode = loss.encode_rows
 
@@ -196,8 +196,8 @@ def test_cached_equals_one_pass_without_dropout(model):
     try:
         features, labels = batch(model, n=16)
         for size in (1, 5):
-            cached = ContrastiveLoss(model, mini_batch_size=size)
-            plain = ContrastiveLoss(model)
+            cached = HardCSELoss(model, mini_batch_size=size)
+            plain = HardCSELoss(model)
             total, _, got = cached_step(cached, features, labels, seed=0)
             ref_total, _, ref = graph_step(plain, features, labels, seed=0, chunk_rows=None)
             assert total == pytest.approx(ref_total, rel=1e-9)
@@ -209,10 +209,10 @@ def test_cached_equals_one_pass_without_dropout(model):
 def test_evaluation_runs_without_a_graph(model):
     model.eval()
     features, labels = batch(model)
-    loss = ContrastiveLoss(model, mini_batch_size=4).eval()
+    loss = HardCSELoss(model, mini_batch_size=4).eval()
     with torch.no_grad():
         out = loss([dict(features)], labels)
-    ref = ContrastiveLoss(model).eval()([dict(features)], labels)
+    ref = HardCSELoss(model).eval()([dict(features)], labels)
     assert float(out["infonce"]) == pytest.approx(float(ref["infonce"]), rel=1e-5)
     assert int(loss.step) == 0
     model.train()
@@ -273,7 +273,7 @@ def test_two_processes_match_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     model.eval().double()  # no dropout, float64, as the workers
     for recipe in ("simcse", "clusterns-after"):
-        loss = ContrastiveLoss(model, parts_for(recipe, model, []))
+        loss = HardCSELoss(model, parts_for(recipe, model, []))
         for step in range(2):
             ref_total, _, ref = graph_step(loss, features, labels, seed=0, chunk_rows=None)
             got = torch.load(tmp_path / f"{recipe}-{step}.pt")
@@ -301,7 +301,7 @@ def _worker(root: Path) -> None:
     mine = {k: v[rows, :width] if torch.is_tensor(v) else v for k, v in features.items()}
     ddp = DistributedDataParallel(model, find_unused_parameters=True)
     for recipe in ("simcse", "clusterns-after"):
-        loss = ContrastiveLoss(ddp, parts_for(recipe, model, []), mini_batch_size=2)
+        loss = HardCSELoss(ddp, parts_for(recipe, model, []), mini_batch_size=2)
         for step in range(2):
             model.zero_grad(set_to_none=True)
             out = loss([dict(mine)], labels[rank * half : (rank + 1) * half])

@@ -13,7 +13,7 @@ import torch
 
 from hardcse.cluster import ClusterState
 from hardcse.errors import ConfigError
-from hardcse.objectives.base import ContrastiveLoss
+from hardcse.objectives.base import HardCSELoss
 from hardcse.objectives.clusterns import (
     CLUSTERNS_PRESETS,
     CPU_CLUSTERNS,
@@ -281,7 +281,7 @@ def test_centroids_stay_fp32_under_low_precision_inputs(dtype):
     assert float(state.centroids[0, 1]) != 0.0
 
     part = ClusterNSPart(ClusterNSConfig(k=3, theta=1.0, bml_weight=0.5), dim=2)
-    loss = ContrastiveLoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
     z1 = torch.tensor(Z).to(dtype)
     z2 = (torch.tensor(Z) + 0.1).to(dtype)
     for _ in range(3):
@@ -343,7 +343,7 @@ def started_loss(tau=0.05, **cfg):
     part.cluster.centroids.copy_(torch.tensor(C))
     part.cluster.started.fill_(True)
     part.cluster.start_step.fill_(0)
-    return ContrastiveLoss(torch.nn.Identity(), [part], temperature=tau), part
+    return HardCSELoss(torch.nn.Identity(), [part], temperature=tau), part
 
 
 @pytest.mark.parametrize("w", [0.0, 1.5])
@@ -390,7 +390,7 @@ def test_mask_option_removes_same_cluster_columns_instead_of_bml():
 
 def test_before_start_plain_simcse_and_stable_keys():
     part = ClusterNSPart(ClusterNSConfig(k=2, theta=-1.0), dim=2)  # never starts
-    loss = ContrastiveLoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
     out = loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
     assert set(out) == {"infonce", "bml"} and float(out["bml"]) == 0.0
     assert abs(float(out["infonce"]) - hand_infonce(Z, Z2, 0.05)) < 1e-4
@@ -399,13 +399,13 @@ def test_before_start_plain_simcse_and_stable_keys():
     assert d["cluster_started"] == 0.0 and d["cluster_start_step"] == -1.0
     # lambda = 0 (RoBERTa-large preset): no bml component at all.
     part = ClusterNSPart(ClusterNSConfig(k=2, bml_weight=0.0), dim=2)
-    loss = ContrastiveLoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
     assert set(loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))) == {"infonce"}
 
 
 def test_start_step_is_plain_simcse():
     part = ClusterNSPart(ClusterNSConfig(k=3, theta=1.0, bml_weight=0.3), dim=2)
-    loss = ContrastiveLoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
     out = loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
     assert part.cluster.is_started and loss.last_diagnostics["cluster_start_step"] == 0.0
     assert abs(float(out["infonce"]) - hand_infonce(Z, Z2, 0.05)) < 1e-4 and float(out["bml"]) == 0.0
@@ -428,7 +428,7 @@ def test_state_dict_round_trip_gives_identical_next_steps():
     batches[1] = (batches[1][0] + 5.0, batches[1][1] + 5.0)
 
     def new_loss():
-        return ContrastiveLoss(torch.nn.Identity(), build_clusterns(cfg, dim=5, batch_size=8), temperature=0.05)
+        return HardCSELoss(torch.nn.Identity(), build_clusterns(cfg, dim=5, batch_size=8), temperature=0.05)
 
     for cut in (2, 4):  # resume before the start step (exact re-pick) and after it
         a = new_loss()
@@ -485,7 +485,7 @@ def test_invalid_config_values(bad):
 
 def test_k_one_allowed_without_hard_negatives():
     parts = build_clusterns(ClusterNSConfig(k=1, hard_negatives=False, theta=1.0), dim=2, batch_size=4)
-    loss = ContrastiveLoss(torch.nn.Identity(), parts, temperature=0.05)
+    loss = HardCSELoss(torch.nn.Identity(), parts, temperature=0.05)
     loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
     out = loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
     assert abs(float(out["infonce"]) - hand_infonce(Z, Z2, 0.05)) < 1e-4  # no extra columns

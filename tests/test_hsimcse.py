@@ -16,7 +16,7 @@ from transformers import TrainerState
 
 from hardcse.errors import ConfigError
 from hardcse.index import CorpusIndex, duplicate_groups, encode_corpus
-from hardcse.objectives.base import ContrastiveBatch, ContrastiveLoss, pairwise_cosine
+from hardcse.objectives.base import ContrastiveBatch, HardCSELoss, pairwise_cosine
 from hardcse.objectives.hsimcse import (
     CPU_HSIMCSE,
     HSIMCSE_PRESETS,
@@ -25,10 +25,11 @@ from hardcse.objectives.hsimcse import (
     HSimCSEConfig,
     HSimCSEPart,
     InBatchHardestNegative,
+    IndexRefreshHook,
     bank_sample,
     build_hsimcse,
 )
-from hardcse.training.index_refresh import IndexRefreshCallback
+from hardcse.training.callbacks import MethodHooksCallback
 
 TAU = 0.05
 
@@ -279,9 +280,9 @@ def test_config_validation():
 def test_presets_are_valid_configs():
     from hardcse.training.config import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for preset in HSIMCSE_PRESETS.values():
-        assert set(preset) <= fields
+        # Every key is a training setting or a method's settings, every value of its type.
+        assert isinstance(TrainConfig.from_dict(preset).method_configs()["hsimcse"], HSimCSEConfig)
         HSimCSEConfig(**preset["hsimcse"]).validate()
     official = HSIMCSE_PRESETS["hsimcse-roberta-base"]
     assert (official["model"], official["batch_size"], official["lr"], official["eval_steps"]) == (
@@ -334,8 +335,8 @@ def tiny_model(tmp_path_factory):
 
 
 def test_official_bank_comes_from_the_backbone_without_head(tiny_model):
-    parts, callbacks = build_hsimcse(_config(k=3), tiny_model, SENTENCES, batch_size=4, show_progress=False)
-    assert callbacks == [] and isinstance(parts[0], HSimCSEPart)
+    parts, hooks = build_hsimcse(_config(k=3), tiny_model, SENTENCES, batch_size=4, show_progress=False)
+    assert hooks == [] and isinstance(parts[0], HSimCSEPart)
     backbone, tokenizer = tiny_model[0].auto_model, tiny_model[0].tokenizer
     backbone.eval()
     with torch.no_grad():
@@ -349,7 +350,7 @@ def test_official_bank_comes_from_the_backbone_without_head(tiny_model):
 
 def test_loss_end_to_end_on_the_tiny_encoder(tiny_model):
     parts, _ = build_hsimcse(_config(k=3), tiny_model, SENTENCES, batch_size=4, show_progress=False)
-    loss = ContrastiveLoss(tiny_model, parts=parts, temperature=TAU)
+    loss = HardCSELoss(tiny_model, parts=parts, temperature=TAU)
     features = tiny_model.preprocess(SENTENCES[:4])
     out = loss([features], labels=torch.arange(4))
     assert set(out) == {"infonce", "quad"}
@@ -363,9 +364,10 @@ def test_loss_end_to_end_on_the_tiny_encoder(tiny_model):
 
 def test_refresh_callback_rebuilds_every_r_steps_and_on_resume(tiny_model):
     cfg = _config(index_mode="refresh", refresh_steps=5, k=3)
-    parts, callbacks = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
-    part, callback = parts[0], callbacks[0]
-    assert isinstance(callback, IndexRefreshCallback) and part.index.index is None  # built at train begin
+    parts, hooks = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
+    part = parts[0]
+    assert isinstance(hooks[0], IndexRefreshHook) and part.index.index is None  # built at train begin
+    callback = MethodHooksCallback(hooks)  # what the trainer runs
     state = TrainerState()
     state.max_steps = 20
     state.global_step = 0
@@ -396,10 +398,10 @@ def test_refresh_callback_rebuilds_every_r_steps_and_on_resume(tiny_model):
     # Resume at step 7 (after the step-5 refresh, buffers restored): rebuilt from the model.
     banks = []
     for _ in range(2):
-        parts2, callbacks2 = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
+        parts2, hooks2 = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
         parts2[0].load_state_dict(part.state_dict())
         state.global_step = 7
-        callbacks2[0].on_train_begin(None, state, None, model=tiny_model)
+        MethodHooksCallback(hooks2).on_train_begin(None, state, None, model=tiny_model)
         assert int(parts2[0].refresh_count) == 2 and int(parts2[0].built_at_step) == 7
         banks.append(parts2[0].index.vectors.copy())
     assert np.array_equal(banks[0], banks[1])

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hardcse.objectives.base import ContrastiveBatch, ContrastiveLoss, Part, info_nce, pairwise_cosine
+from hardcse.objectives.base import ContrastiveBatch, HardCSELoss, Part, info_nce, pairwise_cosine
 
 
 def _hand_infonce(z1, z2, tau, extra=None):
@@ -28,7 +28,7 @@ def _hand_infonce(z1, z2, tau, extra=None):
 def test_infonce_matches_hand_computation():
     z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     z2 = torch.tensor([[1.0, 0.1], [0.2, 1.0], [-1.0, 1.0]])
-    loss = ContrastiveLoss(model=torch.nn.Identity(), temperature=0.5)
+    loss = HardCSELoss(model=torch.nn.Identity(), temperature=0.5)
     out = loss.compute_loss_from_embeddings(z1, z2)
     assert set(out) == {"infonce"}
     assert abs(float(out["infonce"]) - _hand_infonce(z1, z2, 0.5)) < 1e-6
@@ -40,7 +40,7 @@ def test_loss_is_fp32_under_bf16_autocast():
     g = torch.Generator().manual_seed(0)
     z1 = torch.randn(8, 16, generator=g).bfloat16().float()
     z2 = torch.randn(8, 16, generator=g).bfloat16().float()
-    loss = ContrastiveLoss(model=torch.nn.Identity(), temperature=0.05)
+    loss = HardCSELoss(model=torch.nn.Identity(), temperature=0.05)
     want = float(loss.compute_loss_from_embeddings(z1, z2)["infonce"])
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         got = loss.compute_loss_from_embeddings(z1.bfloat16(), z2.bfloat16())["infonce"]
@@ -68,7 +68,7 @@ def test_extra_columns_and_removal():
         def contribute(self, batch):
             batch.add_columns(extra)
 
-    loss = ContrastiveLoss(model=torch.nn.Identity(), parts=[AddColumns()], temperature=0.05)
+    loss = HardCSELoss(model=torch.nn.Identity(), parts=[AddColumns()], temperature=0.05)
     got = float(loss.compute_loss_from_embeddings(z1, z2)["infonce"])
     assert abs(got - _hand_infonce(z1, z2, 0.05, extra)) < 1e-5
 
@@ -76,7 +76,7 @@ def test_extra_columns_and_removal():
         def contribute(self, batch):
             batch.remove_in_batch(torch.ones(2, 2, dtype=torch.bool))
 
-    loss = ContrastiveLoss(model=torch.nn.Identity(), parts=[RemoveAll()], temperature=0.05)
+    loss = HardCSELoss(model=torch.nn.Identity(), parts=[RemoveAll()], temperature=0.05)
     # Only the positive is left in each row: the loss is exactly zero.
     assert float(loss.compute_loss_from_embeddings(z1, z2)["infonce"]) == 0.0
 
@@ -90,7 +90,7 @@ def test_pairwise_cosine():
 
 
 def test_step_counts_training_forwards_only():
-    loss = ContrastiveLoss(model=torch.nn.Identity())
+    loss = HardCSELoss(model=torch.nn.Identity())
     z = torch.randn(3, 4)
     loss.compute_loss_from_embeddings(z, z)
     loss.eval()
@@ -111,7 +111,7 @@ def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
     words.register_forward_hook(lambda module, args, out: lookups.append(args[0].shape))
     results = []
     for chunks in (1, 3):
-        loss = ContrastiveLoss(model, length_chunks=chunks)
+        loss = HardCSELoss(model, length_chunks=chunks)
         model.zero_grad()
         lookups.clear()
         z1, z2 = loss.encode_two_views(features)
@@ -124,7 +124,7 @@ def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
     for a, b in zip(results[0], results[1], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     # Left padding is never cut: the chunked path falls back to one pass.
-    assert not ContrastiveLoss._pads_right(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    assert not HardCSELoss._pads_right(torch.tensor([[0, 1, 1], [1, 1, 1]]))
 
 
 def test_padding_optimal_split_hand_worked_and_against_brute_force():

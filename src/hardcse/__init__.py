@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["ContrastiveLoss", "TrainConfig", "compare", "evaluate", "train", "__version__"]
+__all__ = ["HardCSELoss", "TrainConfig", "compare", "evaluate", "train", "__version__"]
 
 
 def __getattr__(name: str):
@@ -24,8 +24,12 @@ def __getattr__(name: str):
         from hardcse.training.config import TrainConfig
 
         return TrainConfig
-    if name == "ContrastiveLoss":
-        from hardcse.objectives.base import ContrastiveLoss
+    if name == "HardCSELoss":
+        from hardcse.objectives.base import HardCSELoss
 
-        return ContrastiveLoss
+        return HardCSELoss
+    if name == "ContrastiveLoss":  # the old name of HardCSELoss (deprecated: it clashed with sentence-transformers')
+        from hardcse.objectives import base
+
+        return base.ContrastiveLoss
     raise AttributeError(name)

@@ -48,7 +48,10 @@ def _given(ctx: typer.Context, name: str) -> bool:
 @app.command()
 def train(
     ctx: typer.Context,
-    recipe: Annotated[str | None, typer.Option(help="simcse, clusterns or hsimcse (default: the preset's).")] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="simcse, clusterns, hsimcse or several joined by '+' (clusterns+hsimcse); default: preset's"),
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(help="cpu (default), clusterns, hsimcse, or a paper preset such as simcse-bert-base."),

@@ -23,7 +23,8 @@ import yaml
 
 from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_json
-from hardcse.training.config import RECIPES, TrainConfig, dump_yaml
+from hardcse.objectives.registry import is_method, method_names, recipe_names
+from hardcse.training.config import TrainConfig, dump_yaml
 
 #: Seeds used for ``--seeds N``: 42, 43, ... (42 is the default seed of ``hardcse train``).
 FIRST_SEED = 42
@@ -79,18 +80,24 @@ def parse_recipes(recipes: str | Sequence[str]) -> list[str]:
     items = recipes.split(",") if isinstance(recipes, str) else list(recipes)
     items = [str(item).strip() for item in items if str(item).strip()]
     if not items:
-        raise ConfigError(f"--recipes is empty; name recipes ({', '.join(RECIPES)}) or YAML config files.")
+        raise ConfigError(f"--recipes is empty; name recipes ({', '.join(method_names())}) or YAML config files.")
     return items
+
+
+def _is_recipe(item: str) -> bool:
+    """True for a registered method or a composition of them (``clusterns+hsimcse``)."""
+    return all(is_method(name.strip()) for name in item.split("+"))
 
 
 def _is_yaml(item: str) -> bool:
     # A recipe name wins over a file of the same name in the working directory.
-    return item not in RECIPES and (item.lower().endswith((".yaml", ".yml")) or Path(item).is_file())
+    return not _is_recipe(item) and (item.lower().endswith((".yaml", ".yml")) or Path(item).is_file())
 
 
 def recipe_label(item: str) -> str:
-    """The run-directory label of a recipe name or YAML file (its stem)."""
-    return Path(item).stem if _is_yaml(item) else item
+    """The run-directory label of a recipe (``clusterns+hsimcse`` as written: '+' is fine in a
+    directory name) or YAML file (its stem)."""
+    return Path(item).stem if _is_yaml(item) else "+".join(name.strip() for name in item.split("+"))
 
 
 def plan_runs(
@@ -113,10 +120,14 @@ def plan_runs(
     out = Path(output).expanduser()
     labels: dict[str, str] = {}
     for item in recipes:
-        if not _is_yaml(item) and item not in RECIPES:
+        if not _is_yaml(item) and not _is_recipe(item):
+            unknown = next(n.strip() for n in item.split("+") if not is_method(n.strip()))
             raise ConfigError(
-                f"unknown recipe '{item}' in --recipes; choose from {', '.join(RECIPES)} or give a YAML config file."
+                f"unknown recipe '{unknown}' in --recipes; choose from {', '.join(method_names())} (or several joined "
+                "by '+') or give a YAML config file."
             )
+        if not _is_yaml(item):
+            recipe_names(item)  # repeats, simcse+X: one sentence before anything runs
         label = recipe_label(item)
         if label in labels:
             raise ConfigError(f"--recipes names '{label}' twice ('{labels[label]}' and '{item}'); labels must differ.")
@@ -171,7 +182,7 @@ def _comparable(values: dict[str, Any]) -> dict[str, Any]:
         comparable["corpus"] = resolve_corpus_paths([str(c) for c in comparable["corpus"]], root)
     if isinstance(data_dir, str):
         comparable["data_dir"] = str(Path(data_dir).expanduser().resolve())
-    for method in ("clusterns", "hsimcse"):
+    for method in method_names():
         options = comparable.get(method)
         if isinstance(options, dict) and options:
             seed = options.get("seed", LEGACY_METHOD_SEED)

@@ -39,10 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
-from hardcse import __version__
 from hardcse.data.paths import resolve_data_dir
 from hardcse.data.sts import STS_SUBSETS, load_task, task_files
 from hardcse.errors import DataError
+
+try:  # the installed distribution's version (not the package root: data sits below it)
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _dist_version
+
+    __version__ = _dist_version("hardcse")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+    __version__ = "unknown"
 
 logger = logging.getLogger(__name__)
 

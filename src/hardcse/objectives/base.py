@@ -1,6 +1,6 @@
 """The contrastive frame every method plugs into.
 
-:class:`ContrastiveLoss` is a sentence-transformers loss (``forward(sentence_features, labels)``).
+:class:`HardCSELoss` is a sentence-transformers loss (``forward(sentence_features, labels)``).
 It encodes each sentence twice in **one** forward pass (the batch is stacked on itself, so the
 two copies get independent dropout masks, as the official SimCSE ``cl_forward``), gathers the
 views across processes, and computes the unsupervised SimCSE InfoNCE (Gao et al., 2021, Eq. 4):
@@ -21,12 +21,17 @@ with view-1 anchors only, cosine ``s``, temperature ``tau = 0.05``. Methods chan
 
 The loss returns a dict of components (``infonce`` and one key per auxiliary term); the trainer
 sums them and logs each one. Diagnostics of the last training step are in
-:attr:`ContrastiveLoss.last_diagnostics`.
+:attr:`HardCSELoss.last_diagnostics`.
+
+(It was called ``ContrastiveLoss`` earlier, a name that clashes with
+``sentence_transformers.losses.ContrastiveLoss``, a different, pair-label loss; the old name still
+works with a deprecation warning.)
 """
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,7 +171,7 @@ def gather(t: Tensor) -> Tensor:
     return all_gather_with_grad(t)
 
 
-class ContrastiveLoss(nn.Module):
+class HardCSELoss(nn.Module):
     """Unsupervised contrastive loss over two dropout views, extended by :class:`Part` objects.
 
     Args:
@@ -465,7 +470,7 @@ def _select_rows(features: dict[str, Tensor], rows: Tensor, total: int, cut: boo
 
 
 class _Replay:
-    """The backward hook of a cached step (:meth:`ContrastiveLoss.forward_cached`, step 3).
+    """The backward hook of a cached step (:meth:`HardCSELoss.forward_cached`, step 3).
 
     It holds this one step's inputs, random states and embedding gradients, so a later forward
     pass cannot change what it back-propagates; they are released with the loss's graph.
@@ -496,3 +501,17 @@ class _Replay:
                 del emb
                 release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
         self.sources = self.states = self.grad = None  # free the step's inputs once used
+
+
+def __getattr__(name: str) -> Any:
+    # The loss's old name, kept for code written before it was renamed (it clashed with
+    # sentence_transformers.losses.ContrastiveLoss).
+    if name == "ContrastiveLoss":
+        warnings.warn(
+            "hardcse.objectives.base.ContrastiveLoss is now HardCSELoss (the old name clashes with "
+            "sentence_transformers.losses.ContrastiveLoss); import HardCSELoss instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return HardCSELoss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ the loss still sees the whole (global) batch:
    surrogate ``<z_mb, g_mb>``, whose gradient in the parameters is that mini-batch's share of
    ``dL/dtheta`` (chain rule: ``dL/dtheta = sum_mb (dz_mb/dtheta)^T g_mb``).
 
-:class:`~hardcse.objectives.base.ContrastiveLoss` runs the three steps (``mini_batch_size``);
+:class:`~hardcse.objectives.base.HardCSELoss` runs the three steps (``mini_batch_size``);
 this module holds what they need and knows nothing of the objective.
 """
 

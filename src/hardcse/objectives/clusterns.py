@@ -37,6 +37,7 @@ from torch import Tensor
 from hardcse.cluster.kmeans import CENTROID_UPDATES, UPDATE_RULES, ClusterState, too_few_sentences_message
 from hardcse.errors import ConfigError
 from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
+from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method
 
 FALSE_NEGATIVE_MODES = ("bml", "mask", "both")
 BML_NORMALIZATIONS = ("all", "masked")
@@ -330,3 +331,37 @@ CPU_CLUSTERNS: dict = {
     "bml_beta": 0.3,
     "seed": None,
 }
+
+
+def build(config: ClusterNSConfig, context: BuildContext) -> Built:
+    """The registry's build step: :func:`build_clusterns` for the run's global batch and seed."""
+    parts = build_clusterns(config, dim=context.dim, batch_size=context.global_batch, run_seed=context.run_seed)
+    return Built(parts=parts)
+
+
+CITATION = (
+    "@inproceedings{deng2023clusterns, title={Clustering-Aware Negative Sampling for Unsupervised Sentence "
+    "Representation}, author={Deng, Jinghao and others}, booktitle={Findings of ACL}, year={2023}, "
+    "note={arXiv:2305.09892; code: github.com/djz233/ClusterNS}}"
+)
+
+METHOD = Method(
+    name="clusterns",
+    config_class=ClusterNSConfig,
+    build=build,
+    cpu_settings=CPU_CLUSTERNS,
+    presets={
+        name: {"recipe": "clusterns", "corpus": [WIKI1M], "steps": None, **values}
+        for name, values in CLUSTERNS_PRESETS.items()
+    },
+    # The seven-task STS averages of the paper / official README ("all" aggregation).
+    published={
+        "clusterns-bert-base": 77.55,
+        "clusterns-bert-large": 79.19,
+        "clusterns-roberta-base": 77.98,
+        "clusterns-roberta-large": 79.43,
+    },
+    check_batch=validate_batch_size,
+    citation=CITATION,
+    summary="clustering-aware negatives: centroid hard negatives and a bidirectional margin loss on false negatives",
+)

@@ -31,8 +31,8 @@ Differences from the official code, on purpose (METHODS.md §4.7):
 * self-exclusion works: by corpus row id and exact-duplicate text (the official token-id
   comparison is misaligned and never fires for RoBERTa);
 * ``index_mode="refresh"`` re-encodes the bank in the queries' space (head applied, dropout
-  off) every ``refresh_steps`` optimisation steps (:class:`~hardcse.training.index_refresh.
-  IndexRefreshCallback`), instead of keeping the frozen initial space;
+  off) every ``refresh_steps`` optimisation steps (:class:`IndexRefreshHook`, a step hook the
+  trainer runs), instead of keeping the frozen initial space;
 * it works under DDP: the quadruplet terms use the gathered global batch and every process
   holds the same full index (the official code only runs on one GPU);
 * the random offset comes from a generator seeded by ``(seed, step)``, so a step is
@@ -42,6 +42,7 @@ Differences from the official code, on purpose (METHODS.md §4.7):
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -50,13 +51,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import transformers
 from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
 from hardcse.errors import ConfigError
-from hardcse.index.bank import INDEX_KINDS, CorpusIndex, duplicate_groups, encode_corpus
+from hardcse.index.bank import INDEX_KINDS, CorpusIndex, duplicate_groups
+from hardcse.models.corpus_encoding import encode_corpus
 from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
+from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method, StepHook, StepInfo
+
+logger = logging.getLogger(__name__)
 
 ADV_INITS = ("unit_uniform", "unit_gaussian", "zero")
 INDEX_MODES = ("official", "refresh")
@@ -406,8 +410,8 @@ class HSimCSEPart(Part):
     def contribute(self, batch: ContrastiveBatch) -> None:
         if self.index.index is None:
             raise RuntimeError(
-                "the HSimCSE corpus index has not been built: pass the callbacks returned by "
-                "build_hsimcse to the trainer (refresh mode builds the index when training begins)."
+                "the HSimCSE corpus index has not been built: run the hooks returned by build_hsimcse "
+                "(refresh mode builds the index when training begins; hardcse's trainer does this)."
             )
         if batch.training and not self._checked:
             self._check_restored_bank()
@@ -441,6 +445,73 @@ class HSimCSEPart(Part):
             )
 
 
+# -- the index refresh (a step hook) ---------------------------------------------------------
+class IndexRefreshHook(StepHook):
+    """Rebuild the corpus index of an HSimCSE part (``index_mode: refresh``) from the model being trained.
+
+    The official bank is encoded once by the untrained backbone and never refreshed, so its keys
+    drift away from the queries' space (METHODS.md §4.7-2). This hook re-encodes the bank with the
+    current model (eval mode: no dropout; the train-only head applied, i.e. the queries' space)
+    and rebuilds the faiss index:
+
+    * when training begins: at step 0 the bank of the untrained model, on resume (step > 0) the
+      bank of the restored model — deterministic (eval mode, a fixed encoding order, no random
+      numbers drawn), so two resumes from one checkpoint give the same bank. It is the model *at
+      the checkpoint*, not at the last refresh before it: exact equality with an uninterrupted run
+      would require saving the whole bank (n x d floats) in every checkpoint;
+    * every ``refresh_steps`` optimisation steps, except at the last step (the new bank would
+      never be used).
+
+    Every module's train/eval flag is restored afterwards. Under ``torch.distributed`` each
+    process encodes its shard and the shards are all-gathered
+    (:func:`hardcse.models.corpus_encoding.encode_corpus`), so every process runs the hook at the
+    same steps and holds the same index. ``refreshes`` lists ``{"step", "seconds"}`` per build.
+    """
+
+    def __init__(
+        self,
+        part: HSimCSEPart,
+        corpus: list[str],
+        refresh_steps: int,
+        batch_size: int = 128,
+        show_progress: bool = True,
+    ) -> None:
+        if part.config.index_mode != "refresh":
+            raise ConfigError("the index refresh hook is for hsimcse index_mode 'refresh' only.")
+        if refresh_steps < 1:
+            raise ConfigError(f"hsimcse refresh_steps must be at least 1, got {refresh_steps}.")
+        self.part = part
+        self.corpus = corpus
+        self.refresh_steps = int(refresh_steps)
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.refreshes: list[dict[str, float]] = []
+
+    def _rebuild(self, info: StepInfo, refresh: bool) -> None:
+        if info.model is None:
+            raise RuntimeError("the trainer passed no model to the HSimCSE index refresh.")
+        seconds = self.part.rebuild_index(
+            info.model,
+            self.corpus,
+            step=info.step,
+            batch_size=self.batch_size,
+            show_progress=self.show_progress and info.main,
+            refresh=refresh,
+        )
+        self.refreshes.append({"step": info.step, "seconds": round(seconds, 3)})
+        logger.info("HSimCSE corpus index rebuilt at step %d in %.1f s", info.step, seconds)
+
+    def on_train_begin(self, info: StepInfo) -> None:
+        index = self.part.index
+        if index.index is None or (info.step > 0 and index.built_at_step != info.step):
+            self._rebuild(info, refresh=info.step > 0)
+
+    def on_step_end(self, info: StepInfo) -> None:
+        step, last = info.step, info.max_steps
+        if step > 0 and step % self.refresh_steps == 0 and (last is None or step < last):
+            self._rebuild(info, refresh=True)
+
+
 # -- assembly --------------------------------------------------------------------------------
 def build_hsimcse(
     config: HSimCSEConfig,
@@ -449,8 +520,8 @@ def build_hsimcse(
     batch_size: int = 128,
     show_progress: bool = True,
     run_seed: int | None = None,
-) -> tuple[list[Part], list[transformers.TrainerCallback]]:
-    """The HSimCSE parts and their callbacks, for ``model`` trained on ``corpus``.
+) -> tuple[list[Part], list[StepHook]]:
+    """The HSimCSE parts and their step hooks, for ``model`` trained on ``corpus``.
 
     Call it **before** training with the freshly built (untrained) model; ``corpus[i]`` must be
     the sentence whose dataset ``label`` is ``i``. ``run_seed`` (the run's ``--seed``) seeds the
@@ -462,14 +533,12 @@ def build_hsimcse(
       head, L2-normalised raw [CLS]), and never rebuilt. On resume the trainer restores the
       checkpoint's weights only inside ``trainer.train``, so the model given here is still the
       base model and the rebuilt bank is the same one (deterministic: eval mode, fixed order);
-      the bank's fingerprint buffer checks this. No callback is needed.
-    * ``refresh`` mode: the returned :class:`~hardcse.training.index_refresh.IndexRefreshCallback`
-      builds the bank when training begins (from the restored model on resume) and rebuilds it
-      every ``refresh_steps`` optimisation steps from the current model (head applied, no
-      dropout). Nothing is encoded here, so a resume does not encode the corpus twice.
+      the bank's fingerprint buffer checks this. No hook is needed.
+    * ``refresh`` mode: the returned :class:`IndexRefreshHook` builds the bank when training
+      begins (from the restored model on resume) and rebuilds it every ``refresh_steps``
+      optimisation steps from the current model (head applied, no dropout). Nothing is encoded
+      here, so a resume does not encode the corpus twice.
     """
-    from hardcse.training.index_refresh import IndexRefreshCallback
-
     config.validate()
     if not corpus:
         raise ConfigError("HSimCSE needs a non-empty training corpus for its corpus index.")
@@ -485,7 +554,7 @@ def build_hsimcse(
         ef_search=config.ef_search,
         seed=config.seed,
     )
-    callbacks: list[transformers.TrainerCallback] = []
+    hooks: list[StepHook] = []
     if config.index_mode == "official":
         started = time.perf_counter()
         vectors = encode_corpus(model, bank, batch_size=batch_size, mode="official", show_progress=show_progress)
@@ -494,10 +563,22 @@ def build_hsimcse(
         part = HSimCSEPart(config, index, bank_row=bank_row, build_seconds=time.perf_counter() - started)
     else:
         part = HSimCSEPart(config, index, bank_row=bank_row)
-        callbacks.append(
-            IndexRefreshCallback(part, bank, config.refresh_steps, batch_size=batch_size, show_progress=show_progress)
-        )
-    return [part], callbacks
+        hook = IndexRefreshHook(part, bank, config.refresh_steps, batch_size=batch_size, show_progress=show_progress)
+        hooks.append(hook)
+    return [part], hooks
+
+
+def build(config: HSimCSEConfig, context: BuildContext) -> Built:
+    """The registry's build step: :func:`build_hsimcse` on the run's model and corpus."""
+    parts, hooks = build_hsimcse(
+        config,
+        context.model,
+        list(context.sentences),
+        batch_size=context.encode_batch_size,
+        show_progress=context.show_progress,
+        run_seed=context.run_seed,
+    )
+    return Built(parts=parts, hooks=hooks)
 
 
 def bank_sample(corpus: list[str], size: int | None, seed: int) -> tuple[list[str], np.ndarray | None]:
@@ -514,3 +595,24 @@ def bank_sample(corpus: list[str], size: int | None, seed: int) -> tuple[list[st
     where = {text: j for j, text in enumerate(bank)}
     bank_row = np.fromiter((where.get(text, -1) for text in corpus), dtype=np.int64, count=len(corpus))
     return bank, bank_row
+
+
+CITATION = (
+    "@inproceedings{hsimcse2023, title={HSimCSE}, booktitle={International Joint Conference on Neural Networks "
+    "(IJCNN)}, year={2023}, note={official code: github.com/xubodhu/HSimCSE}}"
+)
+
+METHOD = Method(
+    name="hsimcse",
+    config_class=HSimCSEConfig,
+    build=build,
+    cpu_settings=CPU_HSIMCSE,
+    presets={
+        name: {"recipe": "hsimcse", "corpus": [WIKI1M], "steps": None, **values}
+        for name, values in HSIMCSE_PRESETS.items()
+    },
+    # No comparable published figure (the official code selects checkpoints on the test sets, METHODS.md §4.7-1).
+    published={"hsimcse-roberta-base": None},
+    citation=CITATION,
+    summary="an adversarial hard positive and in-batch + corpus (faiss) hard negatives in a quadruplet hinge",
+)

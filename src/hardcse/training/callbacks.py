@@ -1,10 +1,12 @@
-"""Trainer callbacks: training history, objective state in checkpoints, NaN guard, progress bar."""
+"""Trainer callbacks: training history, objective state in checkpoints, NaN guard, progress bar, and the
+one generic callback that runs the methods' step hooks."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_bytes, atomic_write_text
+from hardcse.objectives.registry import StepHook, StepInfo
 from hardcse.training.checkpoints import HISTORY_FILE, STATE_FILE
 from hardcse.training.distributed import barrier, is_main_process
 
@@ -23,6 +26,7 @@ __all__ = [
     "HISTORY_FILE",
     "STATE_FILE",
     "HistoryCallback",
+    "MethodHooksCallback",
     "NaNGuardCallback",
     "ObjectiveStateCallback",
     "ProgressCallback",
@@ -207,3 +211,30 @@ class ProgressCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class MethodHooksCallback(TrainerCallback):
+    """The one callback that runs the methods' step hooks (:class:`~hardcse.objectives.registry.StepHook`).
+
+    Training never names a method: whatever a method must do between steps (HSimCSE's index
+    refresh, say) is a hook its ``build`` returned, called here with the step, the planned number
+    of steps and the model the trainer trains, on every process at the same steps.
+    """
+
+    def __init__(self, hooks: Sequence[StepHook]) -> None:
+        self.hooks = list(hooks)
+
+    @staticmethod
+    def _info(state: TrainerState, model: Any) -> StepInfo:
+        last = state.max_steps if state.max_steps and state.max_steps > 0 else None
+        return StepInfo(step=int(state.global_step), max_steps=last, model=model, main=state.is_world_process_zero)
+
+    def on_train_begin(self, args, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs):
+        info = self._info(state, model)
+        for hook in self.hooks:
+            hook.on_train_begin(info)
+
+    def on_step_end(self, args, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs):
+        info = self._info(state, model)
+        for hook in self.hooks:
+            hook.on_step_end(info)

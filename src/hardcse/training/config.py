@@ -18,13 +18,19 @@ from typing import Any
 import yaml
 
 from hardcse.errors import ConfigError
-
-RECIPES = ("simcse", "clusterns", "hsimcse")
+from hardcse.objectives.registry import get_method, is_method, method_names, normalize_recipe, recipe_names
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (defaults: the ``cpu`` preset's SimCSE)."""
+    """Every setting of a training run (defaults: the ``cpu`` preset's SimCSE).
+
+    ``recipe`` is a registered method or several joined by ``+`` (``clusterns+hsimcse``; a YAML list
+    is joined). Each method's settings are a mapping under its name (``clusterns: {k: 32}``,
+    ``--set clusterns.k=32``), held in :attr:`methods` and written at the top level of
+    ``config.yaml``; ``config.clusterns`` still reads them. :meth:`method_configs` gives them as
+    the methods' typed config objects.
+    """
 
     recipe: str = "simcse"
     preset: str = "cpu"
@@ -69,17 +75,27 @@ class TrainConfig:
     # Output
     output: str = "runs/simcse-cpu"
     save_total_limit: int = 1
-    # Method parameters (fields of the method's own config dataclass)
-    clusterns: dict[str, Any] = field(default_factory=dict)
-    hsimcse: dict[str, Any] = field(default_factory=dict)
+    # Method settings by method name (fields of each method's config dataclass; defaults where absent).
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # ``config.clusterns``: a method's settings (only reached for names that are not attributes).
+        if not name.startswith("_") and is_method(name):
+            return self.__dict__.setdefault("methods", {}).setdefault(name, {})
+        raise AttributeError(f"'TrainConfig' has no setting '{name}'")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in _FIELD_NAMES and is_method(name):
+            self.methods[name] = value
+        else:
+            object.__setattr__(self, name, value)
 
     def validate(self) -> None:
         """Check every value's range (types were checked when the config was built); one sentence each.
 
         Runs before the corpus or the model is loaded, so a bad value costs nothing.
         """
-        if self.recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe '{self.recipe}'; choose one of {', '.join(RECIPES)}.")
+        recipe_names(self.recipe)
         if self.pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling '{self.pooling}'; choose one of {', '.join(POOLINGS)}.")
         if self.batch_size < 2:
@@ -125,28 +141,36 @@ class TrainConfig:
         self.method_configs()  # each method's own checks (K <= batch, margins, choices ...)
 
     def method_configs(self) -> dict[str, Any]:
-        """The method settings as their typed, validated config objects (``{"clusterns": ...}``).
+        """The typed, validated config objects (``{"clusterns": ClusterNSConfig(...)}``) of the
+        recipe's methods, in recipe order, then of any other method given settings.
 
-        ClusterNS's K is checked against the global batch here (per-device batch x ``WORLD_SIZE``
-        of a launcher), so a too-small batch is refused before anything loads.
+        Each recipe method's ``check_batch`` sees the global batch here (per-device batch x
+        ``WORLD_SIZE`` of a launcher; ClusterNS needs K sentences), so a batch a method cannot use
+        is refused before anything loads.
         """
         import os
 
+        names = recipe_names(self.recipe)
         configs = {}
-        for name, cls in method_config_classes().items():
-            configs[name] = cls(**check_fields(cls, getattr(self, name), "the configuration", prefix=f"{name}."))
-            configs[name].validate()
-        if self.recipe == "clusterns":
-            from hardcse.cluster.kmeans import too_few_sentences_message
-
-            world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-            k = configs["clusterns"].k
-            if k > self.batch_size * world:
-                raise ConfigError(too_few_sentences_message(k, self.batch_size * world))
+        for name in [*names, *(n for n in self.methods if n not in names)]:
+            method = get_method(name)
+            values = check_fields(method.config_class, self.methods.get(name, {}), "the configuration", f"{name}.")
+            configs[name] = method.make_config(values)
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        for name in names:
+            check = get_method(name).check_batch
+            if check is not None:
+                check(configs[name], self.batch_size * world)
         return configs
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings as plain values; each method's settings at the top level under its name
+        (empty ones left out: no settings are the method's defaults)."""
+        values = dataclasses.asdict(self)
+        for name, settings in values.pop("methods").items():
+            if settings:
+                values[name] = settings
+        return values
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -156,7 +180,9 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "configuration") -> TrainConfig:
         """A config from ``values`` (every key known, every value of its field's type, nested
         method settings included); ranges are checked by :meth:`validate`."""
-        config = cls(**check_fields(cls, values, source))
+        checked = check_fields(cls, values, source)
+        methods = {key: checked.pop(key) for key in list(checked) if key not in _FIELD_NAMES}
+        config = cls(**checked, methods=methods)
         if isinstance(config.corpus, str):
             config.corpus = [config.corpus]
         return config
@@ -169,7 +195,7 @@ class TrainConfig:
         changes = check_fields(TrainConfig, {k: v for k, v in changes.items() if v is not None}, source)
         values = self.to_dict()
         for key, value in changes.items():
-            if isinstance(values[key], dict) and isinstance(value, dict):
+            if isinstance(values.get(key), dict) and isinstance(value, dict):
                 values[key] = {**values[key], **value}
             else:
                 values[key] = value
@@ -179,12 +205,19 @@ class TrainConfig:
 POOLINGS = ("cls", "mean", "max")
 
 
-def method_config_classes() -> dict[str, type]:
-    """TrainConfig field -> the typed config dataclass of that method."""
-    from hardcse.objectives.clusterns import ClusterNSConfig
-    from hardcse.objectives.hsimcse import HSimCSEConfig
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
-    return {"clusterns": ClusterNSConfig, "hsimcse": HSimCSEConfig}
+
+def config_keys() -> list[str]:
+    """The keys a configuration may have: the settings of :class:`TrainConfig` and one per
+    registered method (its settings mapping); ``methods`` is internal."""
+    clash = [name for name in method_names() if name in _FIELD_NAMES]
+    if clash:
+        raise ConfigError(
+            f"a registered method is named '{clash[0]}', which is already a training setting; register it under "
+            "another name."
+        )
+    return [*(f for f in _FIELD_NAMES if f != "methods"), *method_names()]
 
 
 def _at_least(name: str, value: int | None, low: int) -> None:
@@ -196,12 +229,15 @@ def check_fields(cls: type, values: Any, source: str, prefix: str = "") -> dict[
     """``values`` checked against the fields of dataclass ``cls``: all unknown keys named at once
     with the valid ones, each value converted to its field's type or refused in one sentence.
 
-    Method settings (``clusterns``, ``hsimcse``) are checked against their own dataclasses, so
-    ``--set clusterns.k=abc`` fails here, before anything loads.
+    For :class:`TrainConfig` the method settings (``clusterns``, ``hsimcse``, any registered
+    method) are checked against their methods' config dataclasses, so ``--set clusterns.k=abc``
+    fails here, before anything loads, and ``recipe`` (a name, ``a+b`` or a list) is checked and
+    spelled ``a+b``.
     """
     if not isinstance(values, dict):
         raise ConfigError(f"'{prefix.rstrip('.')}' in {source} must be a mapping of keys to values, got {values!r}.")
-    names = [f.name for f in dataclasses.fields(cls)]
+    top = cls is TrainConfig
+    names = config_keys() if top else [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in values if key not in names]
     if unknown:
         valid = ", ".join(prefix + n for n in sorted(names))
@@ -210,11 +246,12 @@ def check_fields(cls: type, values: Any, source: str, prefix: str = "") -> dict[
             f"in {source}; valid keys are {valid}."
         )
     hints = typing.get_type_hints(cls)
-    nested = method_config_classes() if cls is TrainConfig else {}
     checked = {}
     for key, value in values.items():
-        if key in nested:
-            checked[key] = check_fields(nested[key], value, source, prefix=f"{prefix}{key}.")
+        if top and key not in _FIELD_NAMES:  # a method's settings
+            checked[key] = check_fields(get_method(key).config_class, value, source, prefix=f"{prefix}{key}.")
+        elif top and key == "recipe" and isinstance(value, (str, list, tuple)):
+            checked[key] = normalize_recipe(value)
         else:
             checked[key] = _checked_value(prefix + key, hints[key], value, source)
     return checked
@@ -301,6 +338,8 @@ def make_config(
     source = f"config file '{config_file}'"
     preset = overrides.pop("preset", None) or file_values.get("preset") or preset or "cpu"
     recipe = recipe or file_values.get("recipe")
+    if isinstance(recipe, (list, tuple)):
+        recipe = normalize_recipe(recipe)
     if not isinstance(preset, str) or not (recipe is None or isinstance(recipe, str)):
         raise ConfigError(f"preset and recipe must be names, got {preset!r} and {recipe!r}.")
     base = TrainConfig.from_dict(resolve_preset(preset, recipe), source=f"preset '{preset}'")

@@ -37,11 +37,13 @@ from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import build_training_model, export_model, position_limit
 from hardcse.models.precision import bf16_support
-from hardcse.objectives.base import ContrastiveLoss, Part
+from hardcse.objectives.base import HardCSELoss, Part
+from hardcse.objectives.registry import BuildContext, StepHook, parse_recipe
 from hardcse.rundir import RunDirectory, check_output_dir
 from hardcse.training import distributed as dist
 from hardcse.training.callbacks import (
     HistoryCallback,
+    MethodHooksCallback,
     NaNGuardCallback,
     ObjectiveStateCallback,
     ProgressCallback,
@@ -84,54 +86,40 @@ def create_output(out: Path, overwrite: bool, resume: bool, kind: str = "train")
 
 def build_objective(
     config: TrainConfig, model: SentenceTransformer, sentences: list[str], show_progress: bool = True
-) -> tuple[ContrastiveLoss, list[TrainerCallback]]:
-    """The recipe's loss (parts composed on the contrastive frame) and its extra callbacks.
+) -> tuple[HardCSELoss, list[TrainerCallback]]:
+    """The recipe's loss (every method's parts, in recipe order, on one contrastive frame) and the
+    one callback that runs the methods' step hooks (none when no method has hooks).
 
-    A method seed left unset (``clusterns.seed``/``hsimcse.seed`` null) is the run's ``seed``.
+    Methods come from the registry (:mod:`hardcse.objectives.registry`); their settings were checked
+    by :meth:`TrainConfig.method_configs`. A method seed left unset (``clusterns.seed`` null) is the
+    run's ``seed``.
     """
-    parts: list[Part] = []
-    callbacks: list[TrainerCallback] = []
     # Inside a run the process group exists already; a caller building the loss alone under a
     # launcher still gets the global batch from the launcher's environment.
     world = dist.world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
-    if config.recipe == "clusterns":
-        from hardcse.objectives.clusterns import ClusterNSConfig, build_clusterns
-
-        cfg = _method_config(ClusterNSConfig, config.clusterns, "clusterns")
-        if config.mini_batch_size is not None and config.batch_size * world < cfg.k:
-            # Mini-batches bound memory only: the clustering still needs K sentences per global batch.
-            raise ConfigError(
-                f"ClusterNS needs at least K={cfg.k} sentences in a global batch, also with mini_batch_size "
-                f"(the loss sees the whole batch), got {config.batch_size} x {world} process(es); "
-                "raise batch_size or lower clusterns.k."
-            )
-        dim = model.get_embedding_dimension()
-        parts = build_clusterns(cfg, dim=dim, batch_size=config.batch_size * world, run_seed=config.seed)
-    elif config.recipe == "hsimcse":
-        from hardcse.objectives.hsimcse import HSimCSEConfig, build_hsimcse
-
-        cfg = _method_config(HSimCSEConfig, config.hsimcse, "hsimcse")
-        parts, callbacks = build_hsimcse(
-            cfg, model, sentences, batch_size=config.eval_batch_size, show_progress=show_progress, run_seed=config.seed
-        )
-    loss = ContrastiveLoss(
+    context = BuildContext(
+        model=model,
+        sentences=sentences,
+        global_batch=config.batch_size * world,
+        run_seed=config.seed,
+        encode_batch_size=config.eval_batch_size,
+        show_progress=show_progress,
+    )
+    configs = config.method_configs()
+    parts: list[Part] = []
+    hooks: list[StepHook] = []
+    for method in parse_recipe(config.recipe):
+        built = method.build_parts(configs[method.name], context)
+        parts.extend(built.parts)
+        hooks.extend(built.hooks)
+    loss = HardCSELoss(
         model,
         parts=parts,
         temperature=config.temperature,
         length_chunks=config.length_chunks,
         mini_batch_size=config.mini_batch_size,
     )
-    return loss, callbacks
-
-
-def _method_config(cls: type, values: dict[str, Any], name: str) -> Any:
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown {name} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}.")
-    return cls(**values)
+    return loss, [MethodHooksCallback(hooks)] if hooks else []
 
 
 def _cpu_processes() -> bool:

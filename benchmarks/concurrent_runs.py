@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    from tiny import make_tiny_bert
+    from helpers import make_tiny_bert
 
     with tempfile.TemporaryDirectory(prefix="bench-concurrent-") as tmp:
         root = Path(tmp)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import WORDS, make_tiny_training_model
+from helpers import WORDS, make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
@@ -246,6 +246,7 @@ def test_batch_smaller_than_k_with_caching_is_refused(model):
     assert "K=32" in message and "mini_batch_size" in message and message.count(". ") == 0
 
 
+@pytest.mark.slow
 def test_cli_refuses_zero_and_leaves_nothing(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "hardcse", "train", "--set", "mini_batch_size=0", "--output", str(out)]
@@ -256,6 +257,7 @@ def test_cli_refuses_zero_and_leaves_nothing(tmp_path):
 
 
 # -- two processes -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     """2 gloo processes x 6 sentences, cached in mini-batches of 2, DDP-wrapped as the trainer
     does, give every parameter the gradient of one uncached process x 12 (dropout off, so both
@@ -321,13 +323,14 @@ if __name__ == "__main__":
 
 
 # -- through the trainer -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_trainer_run_logs_components_and_resumes_exactly(tmp_path, data_dir):
     """A cached ClusterNS run on sentence-transformers' trainer (dropout on, clustering started at
     step 0): every step logs the loss and its components, and a run resumed from its step-4
     checkpoint (model, optimiser, RNG, clustering state) repeats the uninterrupted run's losses."""
     import shutil
 
-    from tiny import make_tiny_bert
+    from helpers import make_tiny_bert
 
     import hardcse
     from hardcse.training.run import train

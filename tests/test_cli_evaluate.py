@@ -9,35 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_sts import write_all, write_sts_year
-
-from hardcse.cli import main
+from helpers import assert_one_sentence_error, run_cli, write_all, write_sts_year
 
 HARDCSE = Path(sys.executable).with_name("hardcse")
 
 
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """Run the ``hardcse`` entry point in-process; return (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["hardcse", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_sentence_error(code: int, err: str, *fragments: str) -> None:
-    assert code != 0
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.mark.skipif(not HARDCSE.exists(), reason="the hardcse script is not installed next to python")
+@pytest.mark.slow
 def test_evaluate_end_to_end_on_the_default_model(data_dir, tmp_path):
     out = tmp_path / "res" / "stsb.json"
     env = {**os.environ, "HARDCSE_DATA": str(data_dir), "HF_HUB_OFFLINE": "1"}
@@ -62,6 +40,7 @@ def test_evaluate_end_to_end_on_the_default_model(data_dir, tmp_path):
     assert not list(out.parent.glob(".*.tmp"))  # the temporary file was renamed
 
 
+@pytest.mark.slow
 def test_evaluate_in_process_on_hand_made_data(tmp_path, monkeypatch, capsys):
     write_all(tmp_path)
     out = tmp_path / "r.json"
@@ -78,6 +57,7 @@ def test_evaluate_in_process_on_hand_made_data(tmp_path, monkeypatch, capsys):
     assert list(result["tasks"]) == ["STS13", "SICKRelatedness"]
 
 
+@pytest.mark.slow
 def test_no_fused_kernels_reaches_the_encoder_and_scores_the_same(tmp_path, monkeypatch, capsys):
     import hardcse.models.fused_linear as fused_linear
 

@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_sts import write_all
-from test_cli_evaluate import assert_one_sentence_error
-from test_cli_evaluate import run_cli as run_entry_point
-from test_cli_train import snapshot
-from test_distributed import make_bert, write_corpus
+from helpers import assert_one_sentence_error, snapshot, write_all, write_corpus
+from helpers import make_tiny_bert as make_bert
+from helpers import run_cli as run_entry_point
 
 from hardcse.errors import ConfigError
 from hardcse.rundir import MARKER, RunDirectory, lock_holder
@@ -110,6 +108,7 @@ def test_overwrite_refuses_the_working_directory_and_home(inputs, tmp_path, monk
     assert snapshot(home) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_run_only_once_the_new_one_started(inputs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     code, _, err = run_entry_point(_train_args(inputs, out), monkeypatch, capsys)
@@ -173,6 +172,7 @@ def test_a_locked_run_directory_is_refused_and_a_dead_lock_taken_over(inputs, tm
 
 
 @pytest.mark.skipif(not HARDCSE.exists(), reason="the hardcse script is not installed next to python")
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_the_run_resumes_from_another_directory(inputs, tmp_path):
     work = tmp_path / "work"
     work.mkdir()

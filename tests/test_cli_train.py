@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fake_sts import write_all
-from test_cli_evaluate import run_cli as run_entry_point
-from test_distributed import make_bert, write_corpus
+from helpers import make_tiny_bert as make_bert
+from helpers import run_cli as run_entry_point
+from helpers import snapshot, write_all, write_corpus
 
 
 def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
@@ -43,10 +43,6 @@ def earlier_run(tmp_path) -> Path:
     (out / "results.json").write_text('{"earlier": true}')
     (out / "config.yaml").write_text("steps: 3\n")
     return out
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _data_copy(tmp: Path, inputs: dict[str, Path], edit: Callable[[Path], None]) -> Path:

@@ -560,7 +560,7 @@ def test_first_centroid_seed_follows_the_run_seed_unless_set():
 
 
 def test_training_passes_the_run_seed_to_the_method(tmp_path):
-    from tiny import make_tiny_training_model
+    from helpers import make_tiny_training_model
 
     from hardcse.api import make_config
     from hardcse.training.run import build_objective

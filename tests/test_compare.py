@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fake_sts import write_all
-from test_cli_evaluate import assert_one_sentence_error
-from test_cli_evaluate import run_cli as run_entry_point
-from tiny import WORDS, make_tiny_bert
+from helpers import WORDS, assert_one_sentence_error, make_tiny_bert, write_all
+from helpers import run_cli as run_entry_point
 from transformers import TrainerCallback
 
 from hardcse.comparison import run_comparison
@@ -166,6 +164,7 @@ def _compare(setup, **kwargs):
     return summary, lines
 
 
+@pytest.mark.slow
 def test_interrupted_comparison_resumes_without_redoing_runs(setup):
     out = setup["out"]
     # First call: Ctrl-C at step 4 of the 4th run (simcse, seed 43), after its step-3 checkpoint.
@@ -195,6 +194,7 @@ def test_interrupted_comparison_resumes_without_redoing_runs(setup):
         )
 
 
+@pytest.mark.slow
 def test_report_is_complete_and_consistent(setup):
     out = setup["out"]
     report = json.loads((out / "report.json").read_text())
@@ -230,6 +230,7 @@ def test_report_is_complete_and_consistent(setup):
     assert image.shape[0] >= 600 and image.shape[1] >= 1000  # 13 x 5.2 inches at 120 dpi
 
 
+@pytest.mark.slow
 def test_finished_comparison_trains_nothing_and_recomputes_missing_predictions(setup):
     out = setup["out"]
     before = json.loads((out / "report.json").read_text())
@@ -245,6 +246,7 @@ def test_finished_comparison_trains_nothing_and_recomputes_missing_predictions(s
         assert now["bootstrap"]["delta"] == pytest.approx(then["bootstrap"]["delta"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_on_a_finished_comparison_prints_the_report(setup, monkeypatch, capsys):
     sets = []
     for key, value in setup["overrides"].items():
@@ -273,6 +275,7 @@ def test_cli_on_a_finished_comparison_prints_the_report(setup, monkeypatch, caps
     ],
     ids=["key-missing", "length-chunks-differ", "fast-dropout-differs"],
 )
+@pytest.mark.slow
 def test_run_still_counts_as_finished(setup, edit):
     out = setup["out"]
     saved = out / "simcse-s42" / "config.yaml"
@@ -288,6 +291,7 @@ def test_run_still_counts_as_finished(setup, edit):
         saved.write_text(text, encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_changed_configuration_is_refused(setup):
     out = setup["out"]
     before = (out / "simcse-s42" / "results.json").read_bytes()
@@ -296,6 +300,7 @@ def test_changed_configuration_is_refused(setup):
     assert (out / "simcse-s42" / "results.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_half_finished_run_without_checkpoint_restarts(setup, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     shutil.copytree(setup["out"], out)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_evaluate import assert_one_sentence_error, run_cli
-from tiny import make_tiny_bert
+from helpers import assert_one_sentence_error, make_tiny_bert, run_cli
 
 from hardcse.errors import ConfigError, DataError
 from hardcse.models.convert import RECORD_FILE, convert_checkpoint
@@ -46,28 +45,13 @@ def _byte_level_vocab() -> dict[str, int]:
     return vocab
 
 
-def make_tiny_bert_with_vocab(path: Path) -> Path:
-    """tiny.make_tiny_bert, with a tokenizer that really holds its vocabulary.
-
-    transformers 5 takes the word list as ``vocab=`` and ignores ``vocab_file=``, which leaves a
-    tokenizer that maps every word to [UNK]; distinct tokens make the embedding checks meaningful.
-    """
-    from transformers import BertTokenizerFast
-
-    make_tiny_bert(path, dropout=0.0)
-    tokenizer = BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
-    assert tokenizer.convert_tokens_to_ids("dog") != tokenizer.unk_token_id
-    tokenizer.save_pretrained(str(path))
-    return path
-
-
 def _tiny_backbone(kind: str, path: Path) -> tuple[torch.nn.Module, object]:
     """Write a tiny config + tokenizer to ``path``; return a seeded base model (with pooler) and its tokenizer."""
     path.mkdir(parents=True, exist_ok=True)
     if kind == "bert":
         from transformers import AutoTokenizer, BertModel
 
-        make_tiny_bert_with_vocab(path)
+        make_tiny_bert(path, dropout=0.0)
         torch.manual_seed(3)
         model = BertModel.from_pretrained(str(path))
         return model, AutoTokenizer.from_pretrained(str(path))

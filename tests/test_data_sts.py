@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_sts import write_all, write_sick, write_sts_year, write_stsb
+from helpers import write_all, write_sick, write_sts_year, write_stsb
 
 from hardcse.data import (
     TASK_ALIASES,

@@ -27,45 +27,15 @@ RECIPES = ("simcse", "clusterns", "hsimcse")
 STEPS = 3
 GLOBAL_BATCH = 32
 
-
-def write_corpus(path: Path, lines: int = 160) -> Path:
-    """Deterministic short sentences from the tiny vocabulary."""
-    from tiny import WORDS
-
-    rng = torch.Generator().manual_seed(0)
-    words = WORDS[:60]
-    out = []
-    for _ in range(lines):
-        n = int(torch.randint(4, 10, (1,), generator=rng))
-        out.append(" ".join(words[i] for i in torch.randint(0, len(words), (n,), generator=rng).tolist()))
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    return path
-
-
-def make_bert(path: Path) -> Path:
-    """:func:`tiny.make_tiny_bert` with a tokenizer that knows its vocabulary.
-
-    With transformers 5, ``BertTokenizerFast(vocab_file=...)`` (as ``tiny`` builds it) keeps only
-    the special tokens, so every word becomes ``[UNK]`` and all sentences of one length get the
-    same embedding; here the vocabulary is passed as a dict, so sentences differ and STS scores
-    are defined.
-    """
-    from tiny import make_tiny_bert
-    from transformers import BertTokenizerFast
-
-    make_tiny_bert(path)
-    words = (path / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
-    assert "[UNK]" not in tokenizer.tokenize("the dog plays")
-    tokenizer.save_pretrained(str(path))
-    return path
+# Every test here shares the two-process DDP runs (about 40 s on 2 cores).
+pytestmark = pytest.mark.slow
 
 
 def prepare(root: Path) -> None:
     """The tiny BERT, corpus and STS fixture shared by both runs."""
-    from fake_sts import write_all
+    from helpers import make_tiny_bert, write_all, write_corpus
 
-    make_bert(root / "bert")
+    make_tiny_bert(root / "bert")
     write_corpus(root / "corpus.txt")
     write_all(root / "data", pairs=8)
 

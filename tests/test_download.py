@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import shutil
 import socket
-import sys
 import tarfile
 import urllib.error
 import zipfile
@@ -13,10 +12,9 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import pytest
-from fake_sts import write_sick, write_sts_year, write_stsb
+from helpers import assert_one_sentence_error, run_cli, write_sick, write_sts_year, write_stsb
 
 import hardcse.data.download as dl
-from hardcse.cli import main
 from hardcse.data.sts import STS_SUBSETS, load_tasks
 from hardcse.errors import DataError
 
@@ -138,9 +136,9 @@ def test_download_skips_what_is_present_and_force_refetches(tmp_path, releases):
 
 
 def test_download_cli(tmp_path, releases, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["hardcse", "download", "--data-dir", str(tmp_path / "d"), "--no-corpus"])
-    main()
-    out = capsys.readouterr().out.splitlines()
+    code, stdout, err = run_cli(["download", "--data-dir", str(tmp_path / "d"), "--no-corpus"], monkeypatch, capsys)
+    assert code == 0, err
+    out = stdout.splitlines()
     assert out[0] == f"data directory: {tmp_path / 'd'}"
     assert out[1].split() == ["STS12", "downloaded", "15", "pairs"]
     assert out[6].split()[:2] == ["STSBenchmark", "downloaded"] and "train 5 / dev 5 / test 5" in out[6]
@@ -184,13 +182,9 @@ def test_offline_download_fails_with_one_sentence(tmp_path, monkeypatch):
 
 def test_offline_cli_exits_non_zero(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
-    monkeypatch.setattr(sys, "argv", ["hardcse", "download", "--data-dir", str(tmp_path), "--no-corpus"])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    assert exit_.value.code != 0
-    err = capsys.readouterr().err
+    code, _, err = run_cli(["download", "--data-dir", str(tmp_path), "--no-corpus"], monkeypatch, capsys)
+    assert_one_sentence_error(code, err, "could not reach ixa2.si.ehu.es")
     assert err.strip().splitlines()[-1].startswith("error: could not reach ixa2.si.ehu.es")
-    assert "Traceback" not in err
 
 
 def test_unresolvable_host_really_fails_fast(tmp_path, monkeypatch):

@@ -55,7 +55,7 @@ def test_fast_dropout_module_forward_and_gradient():
 
 
 def test_enable_swaps_modules_and_attention_and_disable_restores(tmp_path):
-    from tiny import make_tiny_training_model
+    from helpers import make_tiny_training_model
 
     model = make_tiny_training_model(tmp_path / "bert")
     backbone = model[0].auto_model
@@ -73,7 +73,7 @@ def test_enable_swaps_modules_and_attention_and_disable_restores(tmp_path):
 def test_training_path_with_every_unit_kept_is_the_eval_function(tmp_path, monkeypatch):
     """With the masks forced to 1, the train-mode forward (explicit attention, FastDropout
     everywhere) must compute what the stock model computes in eval mode, padding included."""
-    from tiny import make_tiny_training_model
+    from helpers import make_tiny_training_model
 
     model = make_tiny_training_model(tmp_path / "bert")
     features = model.preprocess(["a", "the cat sits on the house", "a dog runs on the old river"])
@@ -124,8 +124,8 @@ def test_dropout_attention_hands_everything_else_to_sdpa():
 
 def test_export_after_disable_is_a_plain_model(tmp_path):
     """What run.py does before exporting: the saved model loads as usual, with stock attention."""
+    from helpers import make_tiny_bert
     from sentence_transformers import SentenceTransformer
-    from tiny import make_tiny_bert
 
     from hardcse.models.encoder import build_training_model, export_model
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from fake_sts import write_all
+from helpers import write_all
 from scipy.stats import spearmanr
 
 from hardcse.data.sts import TASKS, load_tasks
@@ -167,6 +167,7 @@ def fake_dir(tmp_path_factory):
     return write_all(tmp_path_factory.mktemp("sts"))
 
 
+@pytest.mark.slow
 def test_evaluate_model_schema_and_independent_scores(model, fake_dir, monkeypatch):
     calls = []
     original = model.encode
@@ -227,6 +228,7 @@ def test_evaluate_model_schema_and_independent_scores(model, fake_dir, monkeypat
     assert result["avg"] == pytest.approx(np.mean([round(t["spearman"], 2) for t in result["tasks"].values()]))
 
 
+@pytest.mark.slow
 def test_evaluate_model_aggregations_and_dev_split(model, fake_dir):
     data = load_tasks(["STS12", "STS-B"], fake_dir)
     results = {
@@ -243,6 +245,7 @@ def test_evaluate_model_aggregations_and_dev_split(model, fake_dir):
         evaluate_model(model, tasks=["STS12"], data_dir=fake_dir, split="dev")
 
 
+@pytest.mark.slow
 def test_sts_evaluator_loads_once_and_reports_x100(model, fake_dir, monkeypatch):
     evaluator = STSEvaluator(data_dir=fake_dir)
     assert evaluator.primary_metric == "stsb_spearman" and evaluator.greater_is_better
@@ -260,6 +263,7 @@ def test_sts_evaluator_loads_once_and_reports_x100(model, fake_dir, monkeypatch)
     model.eval()
 
 
+@pytest.mark.slow
 def test_sts_evaluator_several_tasks(model, fake_dir):
     evaluator = STSEvaluator(tasks=["STS-B", "SICK-R"], data_dir=fake_dir, name="dev")
     metrics = evaluator(model)
@@ -272,6 +276,7 @@ def test_sts_evaluator_several_tasks(model, fake_dir):
 # Loading models for evaluation
 
 
+@pytest.mark.slow
 def test_st_model_keeps_its_pooling_unless_overridden(model):
     from hardcse.models.loading import describe_pooling, load_sentence_model
 
@@ -284,6 +289,7 @@ def test_st_model_keeps_its_pooling_unless_overridden(model):
     assert np.allclose(cls.encode(["a man plays a guitar"])[0], tokens[0].numpy(), atol=1e-5)  # raw [CLS]
 
 
+@pytest.mark.slow
 def test_plain_hf_model_gets_cls_pooling(model, tmp_path):
     from hardcse.models.loading import describe_pooling, load_sentence_model
 
@@ -319,6 +325,7 @@ def test_model_directory_without_model_files(tmp_path):
         load_sentence_model(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_pretokenized_fast_path_equals_encode(model):
     # Every sentence tokenised once, then length-sorted slices through forward: the same vectors
     # as `encode` batch by batch, dropout off even when the model was training, mode restored.
@@ -344,6 +351,7 @@ def test_pretokenized_fast_path_equals_encode(model):
         model.eval()
 
 
+@pytest.mark.slow
 def test_pretokenize_in_chunks_equals_one_preprocess_call(model, monkeypatch):
     # Chunks of similar character length, copied into one padded matrix: exactly one call's tensors.
     import torch

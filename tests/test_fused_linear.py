@@ -89,8 +89,8 @@ def test_autograd_and_other_dtypes_take_torch_path(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
+    from helpers import make_tiny_bert
     from sentence_transformers import SentenceTransformer
-    from tiny import make_tiny_bert
 
     path = make_tiny_bert(tmp_path_factory.mktemp("tiny"))
     return SentenceTransformer(str(path), device="cpu")

@@ -38,6 +38,7 @@ def dry_run(tmp_path_factory) -> tuple[int, dict, Path]:
     return proc.returncode, report, out
 
 
+@pytest.mark.slow
 def test_dry_run_passes_every_check(dry_run):
     code, report, out = dry_run
     failed = {c["name"]: c["detail"] for c in report["checks"] if c["status"] == "FAIL"}
@@ -47,6 +48,7 @@ def test_dry_run_passes_every_check(dry_run):
     assert (out / "gpu_check.md").is_file() and (out / "gpu_check.log").is_file()
 
 
+@pytest.mark.slow
 def test_dry_run_covers_every_recipe_and_stage(dry_run):
     _, report, _ = dry_run
     status = {c["name"]: c["status"] for c in report["checks"]}

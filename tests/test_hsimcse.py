@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_training_model
+from helpers import make_tiny_training_model
 from transformers import TrainerState
 
 from hardcse.errors import ConfigError

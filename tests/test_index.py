@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import make_tiny_training_model
+from helpers import make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.index import CorpusIndex, duplicate_groups, encode_corpus, head_applied
@@ -232,6 +232,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_dir: str, texts: lis
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_distributed_encoding_gathers_the_same_full_bank(tmp_path: Path):
     texts = ["a", "bb", "cab", "dddd", "aaeaa", "f", "ga"]  # 7 rows: uneven shards
     torch.multiprocessing.spawn(

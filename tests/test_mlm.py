@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_one_sentence_error, run_cli, write_corpus
+from helpers import make_tiny_bert as make_bert
 from safetensors.torch import load_file
-from test_cli_evaluate import assert_one_sentence_error, run_cli
-from test_distributed import make_bert, write_corpus
 from transformers import TrainerCallback
 
 from hardcse.errors import ConfigError, TrainingError

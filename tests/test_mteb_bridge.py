@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli_evaluate import assert_one_sentence_error, run_cli
-from test_convert import make_tiny_bert_with_vocab
+from helpers import assert_one_sentence_error, make_tiny_bert, run_cli
 
 from hardcse.errors import ConfigError, DataError
 from hardcse.evaluation import mteb_bridge
@@ -66,7 +65,7 @@ def fake_mteb(monkeypatch, fail: Exception | None = None) -> types.SimpleNamespa
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return make_tiny_bert_with_vocab(tmp_path_factory.mktemp("tiny") / "bert")
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert", dropout=0.0)
 
 
 def _model(path: Path, pooling: str = "mean"):

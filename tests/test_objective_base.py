@@ -99,7 +99,7 @@ def test_step_counts_training_forwards_only():
 
 
 def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
-    from tiny import make_tiny_training_model
+    from helpers import make_tiny_training_model
 
     model = make_tiny_training_model(tmp_path / "bert")
     model.eval()  # no dropout: both encodings must agree

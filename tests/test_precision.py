@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_sts import write_all
-from test_cli_evaluate import assert_one_sentence_error, run_cli
-from test_distributed import write_corpus
+from helpers import assert_one_sentence_error, run_cli, write_all, write_corpus
 
 import hardcse
 from hardcse.errors import ConfigError

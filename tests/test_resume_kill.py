@@ -27,8 +27,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_sts import write_all
-from test_distributed import make_bert
+from helpers import make_tiny_bert as make_bert
+from helpers import write_all
+
+# Every test here kills and resumes real training runs (minutes on 2 cores).
+pytestmark = pytest.mark.slow
 
 RECIPES = ("simcse", "clusterns", "hsimcse")
 PAUSE_AT = 6
@@ -87,7 +90,7 @@ def train_args(root: Path, recipe: str, out: Path) -> list[str]:
 
 
 def write_corpus(path: Path) -> None:
-    from test_distributed import write_corpus as write
+    from helpers import write_corpus as write
 
     write(path, lines=240)
 

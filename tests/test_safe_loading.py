@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_sts import write_all
-from test_cli_evaluate import assert_one_sentence_error, run_cli
-from test_distributed import make_bert, write_corpus
+from helpers import assert_one_sentence_error, run_cli, write_all, write_corpus
+from helpers import make_tiny_bert as make_bert
 
 import hardcse
 from hardcse.training.checkpoints import verify_checkpoint

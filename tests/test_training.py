@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import WORDS, make_tiny_bert
 from sentence_transformers import SentenceTransformer
-from tiny import WORDS, make_tiny_bert
 
 import hardcse
 from hardcse.errors import ConfigError, DataError, TrainingError
@@ -141,6 +141,7 @@ def test_existing_output_is_refused_and_kept(finished_run, tiny_bert, tiny_corpu
     assert (out / "results.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(tiny_bert, tiny_corpus, tmp_path, data_dir):
     import shutil
 
@@ -161,6 +162,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_bert, tiny_corpus, tmp_path
     assert resumed["test"]["avg"] == reference["test"]["avg"]
 
 
+@pytest.mark.slow
 def test_bf16_trains_on_the_cpu(tiny_bert, tiny_corpus, tmp_path, data_dir, monkeypatch):
     # The trainer refuses bf16 on a machine without a GPU unless told it is meant for the CPU.
     if torch.cuda.is_available():

@@ -159,8 +159,17 @@ class TrainConfig:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         for name in names:
             check = get_method(name).check_batch
-            if check is not None:
+            if check is None:
+                continue
+            try:
                 check(configs[name], self.batch_size * world)
+            except ConfigError as err:
+                if self.mini_batch_size is None:
+                    raise
+                # Cached steps split only the encoding; say so, or mini_batch_size looks like the fix.
+                raise ConfigError(
+                    f"{str(err).rstrip('.')} (mini_batch_size does not change this: the loss sees the whole batch)."
+                ) from None
         return configs
 
     def to_dict(self) -> dict[str, Any]:

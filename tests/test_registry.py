@@ -16,9 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from fake_sts import write_all
-from test_cli_evaluate import run_cli
-from tiny import WORDS, make_tiny_bert
+from helpers import WORDS, make_tiny_bert, run_cli, write_all
 
 import hardcse
 from hardcse.errors import ConfigError
@@ -247,6 +245,7 @@ def test_composed_loss_is_infonce_with_centroid_columns_plus_bml_plus_quad():
 # End to end on the tiny BERT
 
 
+@pytest.mark.slow  # trains on the tiny BERT (> 10 s on 2 cores)
 def test_cli_trains_the_composition(inputs, tmp_path, monkeypatch, capsys):
     o = inputs["overrides"]
     out = tmp_path / "run"
@@ -286,6 +285,7 @@ def test_outside_method_bad_settings_are_refused_before_anything_loads(uniformit
         register(Method(name="clusterns", config_class=UniformityConfig, build=build_uniformity))
 
 
+@pytest.mark.slow  # trains on the tiny BERT (> 10 s on 2 cores)
 def test_outside_method_trains_end_to_end_alone_and_composed(uniformity, inputs, tmp_path):
     RECORDERS.clear()
     results = hardcse.train(
@@ -310,6 +310,7 @@ def test_outside_method_trains_end_to_end_alone_and_composed(uniformity, inputs,
     assert steps[-1]["cluster_started"] == 1.0
 
 
+@pytest.mark.slow  # trains on the tiny BERT (> 10 s on 2 cores)
 def test_outside_method_is_compared(uniformity, inputs, tmp_path):
     report = hardcse.compare(
         "simcse,uniformity", seeds=1, output=tmp_path / "cmp", show_progress=False, **inputs["overrides"]

@@ -9,7 +9,8 @@ import yaml
 
 import hardcse
 from hardcse.data.sts import DISPLAY_NAMES, TASKS
-from hardcse.training.card import CITATIONS, method_citations, recipe_methods, render_model_card
+from hardcse.objectives.registry import get_method
+from hardcse.training.card import method_citations, recipe_methods, render_model_card
 
 
 def _result(offset: float) -> dict:
@@ -103,9 +104,9 @@ def test_card_names_every_required_item():
 
 def test_hsimcse_entry_invents_no_authors():
     # spec/METHODS.md and the sources at hand give HSimCSE's title and venue, not its authors.
-    entry = CITATIONS["hsimcse"][1]
+    entry = get_method("hsimcse").citation
     assert "author" not in entry and "IJCNN" in entry and "Authors not recorded" in entry
-    assert "Deng and others" in CITATIONS["clusterns"][1]  # only the first author's surname is sourced
+    assert "Deng and others" in get_method("clusterns").citation  # only the first author's surname is sourced
 
 
 @pytest.mark.parametrize(

@@ -339,11 +339,15 @@ def build(config: ClusterNSConfig, context: BuildContext) -> Built:
     return Built(parts=parts)
 
 
-CITATION = (
-    "@inproceedings{deng2023clusterns, title={Clustering-Aware Negative Sampling for Unsupervised Sentence "
-    "Representation}, author={Deng, Jinghao and others}, booktitle={Findings of ACL}, year={2023}, "
-    "note={arXiv:2305.09892; code: github.com/djz233/ClusterNS}}"
-)
+CITATION = """@inproceedings{deng2023clusterns,
+  title = {Clustering-Aware Negative Sampling for Unsupervised Sentence Representation},
+  author = {Deng and others},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
+  year = {2023},
+  eprint = {2305.09892},
+  archivePrefix = {arXiv},
+  note = {Full author list not recorded in hardcse's sources (see arXiv:2305.09892); code: https://github.com/djz233/ClusterNS}
+}"""
 
 METHOD = Method(
     name="clusterns",
@@ -363,5 +367,6 @@ METHOD = Method(
     },
     check_batch=validate_batch_size,
     citation=CITATION,
+    title="ClusterNS",
     summary="clustering-aware negatives: centroid hard negatives and a bidirectional margin loss on false negatives",
 )

@@ -597,10 +597,13 @@ def bank_sample(corpus: list[str], size: int | None, seed: int) -> tuple[list[st
     return bank, bank_row
 
 
-CITATION = (
-    "@inproceedings{hsimcse2023, title={HSimCSE}, booktitle={International Joint Conference on Neural Networks "
-    "(IJCNN)}, year={2023}, note={official code: github.com/xubodhu/HSimCSE}}"
-)
+CITATION = """@inproceedings{hsimcse2023,
+  title = {{HSimCSE}: Improving Contrastive Learning of Unsupervised Sentence Representation
+           with Adversarial Hard Positives and Dual Hard Negatives},
+  booktitle = {International Joint Conference on Neural Networks (IJCNN)},
+  year = {2023},
+  note = {Authors not recorded in hardcse's sources; code: https://github.com/xubodhu/HSimCSE}
+}"""
 
 METHOD = Method(
     name="hsimcse",
@@ -614,5 +617,6 @@ METHOD = Method(
     # No comparable published figure (the official code selects checkpoints on the test sets, METHODS.md §4.7-1).
     published={"hsimcse-roberta-base": None},
     citation=CITATION,
+    title="HSimCSE",
     summary="an adversarial hard positive and in-batch + corpus (faiss) hard negatives in a quadruplet hinge",
 )

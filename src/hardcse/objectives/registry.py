@@ -123,6 +123,7 @@ class Method:
         check_batch: ``check_batch(config, global_batch)`` refuses a batch the method cannot use
             (run before anything loads).
         citation: BibTeX of the paper.
+        title: the method's name as papers write it (``ClusterNS``), for model cards.
         summary: one line for listings.
     """
 
@@ -134,6 +135,7 @@ class Method:
     published: Mapping[str, float | None] = field(default_factory=dict)
     check_batch: Callable[[Any, int], None] | None = None
     citation: str = ""
+    title: str = ""
     summary: str = ""
 
     def make_config(self, values: Mapping[str, Any] | None = None) -> Any:

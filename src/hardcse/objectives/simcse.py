@@ -16,10 +16,14 @@ from dataclasses import dataclass
 
 from hardcse.objectives.registry import BuildContext, Built, Method, paper_preset
 
-CITATION = (
-    "@inproceedings{gao2021simcse, title={SimCSE: Simple Contrastive Learning of Sentence Embeddings}, "
-    "author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"
-)
+CITATION = """@inproceedings{gao2021simcse,
+  title = {{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
+  author = {Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
+  booktitle = {Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
+  year = {2021},
+  eprint = {2104.08821},
+  archivePrefix = {arXiv}
+}"""
 
 
 @dataclass
@@ -56,5 +60,6 @@ METHOD = Method(
         "simcse-roberta-large": 78.90,
     },
     citation=CITATION,
+    title="SimCSE",
     summary="unsupervised SimCSE: two dropout views, in-batch negatives (InfoNCE)",
 )

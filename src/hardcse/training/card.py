@@ -34,43 +34,6 @@ import yaml
 
 from hardcse.evaluation.tables import format_comparison
 
-#: BibTeX of each method hardcse implements, by recipe component name.
-CITATIONS: dict[str, tuple[str, str]] = {
-    "simcse": (
-        "SimCSE",
-        """@inproceedings{gao2021simcse,
-  title = {{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
-  author = {Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
-  booktitle = {Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
-  year = {2021},
-  eprint = {2104.08821},
-  archivePrefix = {arXiv}
-}""",
-    ),
-    "clusterns": (
-        "ClusterNS",
-        """@inproceedings{deng2023clusterns,
-  title = {Clustering-Aware Negative Sampling for Unsupervised Sentence Representation},
-  author = {Deng and others},
-  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
-  year = {2023},
-  eprint = {2305.09892},
-  archivePrefix = {arXiv},
-  note = {Full author list not recorded in hardcse's sources (see arXiv:2305.09892); code: https://github.com/djz233/ClusterNS}
-}""",
-    ),
-    "hsimcse": (
-        "HSimCSE",
-        """@inproceedings{hsimcse2023,
-  title = {{HSimCSE}: Improving Contrastive Learning of Unsupervised Sentence Representation
-           with Adversarial Hard Positives and Dual Hard Negatives},
-  booktitle = {International Joint Conference on Neural Networks (IJCNN)},
-  year = {2023},
-  note = {Authors not recorded in hardcse's sources; code: https://github.com/xubodhu/HSimCSE}
-}""",
-    ),
-}
-
 #: General training settings shown in the card, in this order (those present in the config).
 TRAINING_KEYS: tuple[str, ...] = (
     "preset",
@@ -101,10 +64,21 @@ def recipe_methods(recipe: str) -> list[str]:
 
 
 def method_citations(recipe: str) -> list[tuple[str, str]]:
-    """``(method, BibTeX)`` for every method a recipe uses: SimCSE always (every recipe is built on its
-    contrastive frame), then each further method of the recipe that hardcse has a citation for."""
+    """``(method title, BibTeX)`` for every method a recipe uses, from the method registry: SimCSE
+    always (every recipe is built on its contrastive frame), then each further method of the recipe
+    that has a citation (an outside method may have none)."""
+    from hardcse.objectives.registry import get_method
+
     names = ["simcse", *(m for m in recipe_methods(recipe) if m != "simcse")]
-    return [CITATIONS[name] for name in dict.fromkeys(names) if name in CITATIONS]
+    cited = []
+    for name in dict.fromkeys(names):
+        try:
+            method = get_method(name)
+        except Exception:  # noqa: BLE001 - a method no longer registered: nothing to cite
+            continue
+        if method.citation:
+            cited.append((method.title or method.name, method.citation))
+    return cited
 
 
 def _value(value: Any) -> str:

@@ -37,3 +37,21 @@ def test_wrong_types_are_one_sentence(changes, message):
 
 def test_none_keeps_optional_fields_empty():
     assert TrainConfig.from_dict({"steps": None, "max_sentences": None}).steps is None
+
+
+def test_nested_method_values_are_typed_before_anything_loads():
+    # --set clusterns.eta=1e-3 arrives as the string '1e-3' (YAML 1.1); it used to reach the
+    # ClusterNS constructor as a string and fail with a TypeError after the model had loaded.
+    config = hardcse.make_config(recipe="clusterns", clusterns={"eta": "1e-3", "k": "16"})
+    assert config.method_configs()["clusterns"].eta == 1e-3
+    assert config.method_configs()["clusterns"].k == 16
+    with pytest.raises(ConfigError, match="'clusterns.k' in the options must be a number, got 'abc'"):
+        hardcse.make_config(recipe="clusterns", clusterns={"k": "abc"})
+    with pytest.raises(ConfigError, match="unknown key 'clusterns.kk'"):
+        hardcse.make_config(recipe="simcse", clusterns={"kk": 3})
+
+
+def test_default_output_names_the_recipe_and_preset():
+    assert hardcse.make_config(recipe="clusterns").output == "runs/clusterns-cpu"
+    assert hardcse.make_config(recipe="hsimcse", output=None).output == "runs/hsimcse-cpu"
+    assert hardcse.make_config(output="runs/mine").output == "runs/mine"

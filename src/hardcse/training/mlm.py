@@ -339,30 +339,6 @@ def _check_resumable(out: Path, overwrite: bool, resume: bool) -> None:
         )
 
 
-class _Started(TrainerCallback):
-    """Tells the run directory that training made its first step (an old run it replaces goes)."""
-
-    def __init__(self, rundir: Any) -> None:
-        self.rundir = rundir
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - the trainer's signature
-        if not self.rundir.has_started:
-            self.rundir.started()
-
-
-def _interrupted(out: Path, began: bool, kept_old: bool) -> str:
-    """The one sentence after Ctrl-C: what was kept and how to go on."""
-    from hardcse.training.checkpoints import last_complete_checkpoint
-
-    if not began:
-        if kept_old:
-            return f"interrupted before training started; the earlier run in '{out}' is kept as it was."
-        return "interrupted before training started; nothing was kept (run the same command again)."
-    last = last_complete_checkpoint(out / "checkpoints")
-    where = f"the last checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
-    return f"interrupted; {where}; continue with: hardcse mlm --resume --output {out}"
-
-
 def _mean(values: list[float]) -> float | None:
     finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
@@ -418,7 +394,7 @@ def _train_mlm(
     from hardcse.data.paths import resolve_data_dir
     from hardcse.training.callbacks import HistoryCallback, NaNGuardCallback, ObjectiveStateCallback, ProgressCallback
     from hardcse.training.checkpoints import checkpoint_step, last_complete_checkpoint, verify_checkpoint
-    from hardcse.training.run import check_output, create_output
+    from hardcse.training.run import RunStartedCallback, check_output, create_output, interrupted_message
 
     def note(message: str) -> None:
         logger.info(message)
@@ -497,7 +473,7 @@ def _train_mlm(
             args=args,
             train_dataset=dataset,
             data_collator=collator,
-            callbacks=[history, completion, nan_guard, _Started(rundir), *(callbacks or [])],
+            callbacks=[history, completion, nan_guard, RunStartedCallback(rundir), *(callbacks or [])],
         )
         trainer.remove_callback(HFProgressCallback)
         trainer.remove_callback(PrinterCallback)
@@ -557,7 +533,7 @@ def _train_mlm(
     except KeyboardInterrupt:
         began, kept_old = rundir.has_started or resume, rundir.replaced
         rundir.close(failed=True)
-        raise Interrupted(_interrupted(out, began, kept_old)) from None
+        raise Interrupted(interrupted_message(out, out / "checkpoints", began, kept_old, "mlm")) from None
     except BaseException:
         rundir.close(failed=True)
         raise

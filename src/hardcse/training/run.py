@@ -331,7 +331,7 @@ def train(
             *(callbacks or []),
         ]
         if rundir is not None:
-            all_callbacks.append(_StartedCallback(rundir))
+            all_callbacks.append(RunStartedCallback(rundir))
         if config.early_stopping:
             all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
         if last_ckpt is not None:
@@ -421,7 +421,7 @@ def train(
         began = rundir is None or rundir.has_started or resume
         if rundir is not None:
             rundir.close(failed=True)
-        raise Interrupted(_interrupted(out, ckpt_root, began, kept_old)) from None
+        raise Interrupted(interrupted_message(out, ckpt_root, began, kept_old)) from None
     except BaseException:
         if rundir is not None:
             rundir.close(failed=True)
@@ -431,7 +431,7 @@ def train(
     return results
 
 
-class _StartedCallback(TrainerCallback):
+class RunStartedCallback(TrainerCallback):
     """Tells the run directory that training made its first step (an old run it replaces goes)."""
 
     def __init__(self, rundir: RunDirectory) -> None:
@@ -442,15 +442,15 @@ class _StartedCallback(TrainerCallback):
             self.rundir.started()
 
 
-def _interrupted(out: Path, ckpt_root: Path, began: bool, kept_old: bool) -> str:
-    """The one sentence after Ctrl-C: what was kept and how to go on."""
+def interrupted_message(out: Path, ckpt_root: Path, began: bool, kept_old: bool, command: str = "train") -> str:
+    """The one sentence after Ctrl-C in ``hardcse COMMAND``: what was kept and how to go on."""
     if not began:
         if kept_old:
             return f"interrupted before training started; the earlier run in '{out}' is kept as it was."
         return "interrupted before training started; nothing was kept (run the same command again)."
     last = last_complete_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
     where = f"the last checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
-    return f"interrupted; {where}; continue with: hardcse train --resume --output {out}"
+    return f"interrupted; {where}; continue with: hardcse {command} --resume --output {out}"
 
 
 def _check_finite(results: dict) -> None:

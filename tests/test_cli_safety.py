@@ -183,7 +183,16 @@ def test_ctrl_c_exits_130_and_the_run_resumes_from_another_directory(inputs, tmp
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     old_mask = os.umask(0o022)
     try:
-        proc = subprocess.Popen([str(HARDCSE), *args], cwd=work, env=env, stderr=subprocess.PIPE, text=True)
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+        # ignored: give the child the default disposition, as a terminal's Ctrl-C would find it.
+        proc = subprocess.Popen(
+            [str(HARDCSE), *args],
+            cwd=work,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         lines = []
         deadline = time.monotonic() + 300
         for line in proc.stderr:  # plain progress lines: stderr is a pipe, not a terminal

@@ -368,3 +368,19 @@ def test_python_api_is_exposed():
     from hardcse import api
 
     assert hardcse.compare is api.compare and "compare" in hardcse.__all__
+
+
+def test_a_run_killed_before_its_config_counts_as_new(tmp_path):
+    from hardcse.comparison.runner import RunSpec, run_state
+    from hardcse.rundir import LOCK, MARKER
+    from hardcse.training.config import make_config
+
+    path = tmp_path / "simcse-s42"
+    path.mkdir()
+    (path / MARKER).write_text('{"kind": "train"}')
+    (path / LOCK).write_text("process 1\n")
+    spec = RunSpec(label="simcse", seed=42, config=make_config(output=str(path)))
+    assert run_state(spec) == "new"
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        run_state(spec)

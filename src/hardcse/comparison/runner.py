@@ -24,6 +24,7 @@ import yaml
 from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_json
 from hardcse.objectives.registry import is_method, method_names, recipe_names
+from hardcse.rundir import LOCK, MARKER
 from hardcse.training.config import TrainConfig, dump_yaml
 
 #: Seeds used for ``--seeds N``: 42, 43, ... (42 is the default seed of ``hardcse train``).
@@ -204,7 +205,8 @@ def run_state(spec: RunSpec, overwrite: bool = False) -> str:
         return "new"
     saved_file = path / "config.yaml"
     if not saved_file.is_file():
-        if overwrite or {p.name for p in path.iterdir()} <= {"start.json"}:
+        # A run killed before it wrote config.yaml leaves at most its marker, lock and start.json.
+        if overwrite or {p.name for p in path.iterdir()} <= {"start.json", MARKER, LOCK}:
             return "new"
         raise ConfigError(
             f"'{path}' holds files but no config.yaml, so it is not a run of this comparison; "

@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import shutil
 import time
 from collections.abc import Callable
@@ -56,7 +55,7 @@ import torch
 import yaml
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
-from hardcse.errors import ConfigError, DataError, Interrupted, TrainingError
+from hardcse.errors import ConfigError, DataError, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name, resolve_model_name
 
@@ -387,14 +386,12 @@ def _train_mlm(
     echo: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     from transformers import Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 
     from hardcse.data.corpus import read_corpus
     from hardcse.data.paths import resolve_data_dir
     from hardcse.training.callbacks import HistoryCallback, NaNGuardCallback, ObjectiveStateCallback, ProgressCallback
     from hardcse.training.checkpoints import checkpoint_step, last_complete_checkpoint, verify_checkpoint
-    from hardcse.training.run import RunStartedCallback, check_output, create_output, interrupted_message
+    from hardcse.training.run import RunStartedCallback, check_output, create_output, run_in_directory, train_on
 
     def note(message: str) -> None:
         logger.info(message)
@@ -475,16 +472,7 @@ def _train_mlm(
             data_collator=collator,
             callbacks=[history, completion, nan_guard, RunStartedCallback(rundir), *(callbacks or [])],
         )
-        trainer.remove_callback(HFProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(ProgressCallback(disable=not show_progress))
-        try:
-            trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
-        except pickle.UnpicklingError as err:
-            raise ConfigError(
-                f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
-                f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
-            ) from None
+        train_on(trainer, ProgressCallback(disable=not show_progress), last_ckpt)
         state = trainer.state
         if nan_guard.bad_step is not None:
             kept = last_complete_checkpoint(ckpt_root)
@@ -528,14 +516,4 @@ def _train_mlm(
         shutil.rmtree(ckpt_root, ignore_errors=True)
         return result
 
-    try:
-        result = fit()
-    except KeyboardInterrupt:
-        began, kept_old = rundir.has_started or resume, rundir.replaced
-        rundir.close(failed=True)
-        raise Interrupted(interrupted_message(out, out / "checkpoints", began, kept_old, "mlm")) from None
-    except BaseException:
-        rundir.close(failed=True)
-        raise
-    rundir.close()
-    return result
+    return run_in_directory(fit, rundir, out, out / "checkpoints", resume, "mlm")

@@ -346,18 +346,7 @@ def train(
             evaluator=evaluator,
             callbacks=all_callbacks,
         )
-        trainer.remove_callback(HFProgressCallback)
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(ProgressCallback(disable=not show_progress, metric=METRIC))
-
-        try:
-            trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
-        except pickle.UnpicklingError as err:
-            # verify_checkpoint refuses these first; this guards any file the trainer adds later.
-            raise ConfigError(
-                f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
-                f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
-            ) from None
+        train_on(trainer, ProgressCallback(disable=not show_progress, metric=METRIC), last_ckpt)
         state = trainer.state
         if nan_guard.bad_step is not None:
             kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
@@ -414,21 +403,45 @@ def train(
         dist.barrier()
         return results
 
+    return run_in_directory(fit, rundir, out, ckpt_root, resume)
+
+
+def run_in_directory(
+    fit: Any, rundir: RunDirectory | None, out: Path, ckpt_root: Path, resume: bool, command: str = "train"
+) -> Any:
+    """``fit()`` inside the run directory: closed (lock released) afterwards, undone on a failure
+    before the first step, and Ctrl-C turned into :class:`Interrupted` saying how to go on."""
     try:
-        results = fit()
+        result = fit()
     except KeyboardInterrupt:
         kept_old = rundir is not None and rundir.replaced
         began = rundir is None or rundir.has_started or resume
         if rundir is not None:
             rundir.close(failed=True)
-        raise Interrupted(interrupted_message(out, ckpt_root, began, kept_old)) from None
+        raise Interrupted(interrupted_message(out, ckpt_root, began, kept_old, command)) from None
     except BaseException:
         if rundir is not None:
             rundir.close(failed=True)
         raise
     if rundir is not None:
         rundir.close()
-    return results
+    return result
+
+
+def train_on(trainer: Any, progress: TrainerCallback, last_ckpt: Path | None) -> None:
+    """Run ``trainer`` with hardcse's progress display instead of the trainer's own, resuming from
+    ``last_ckpt``; a checkpoint file that is not plain tensor data is one sentence."""
+    trainer.remove_callback(HFProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress)
+    try:
+        trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
+    except pickle.UnpicklingError as err:
+        # verify_checkpoint refuses these first; this guards any file the trainer adds later.
+        raise ConfigError(
+            f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
+            f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
+        ) from None
 
 
 class RunStartedCallback(TrainerCallback):

@@ -25,6 +25,7 @@ from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_json
 from hardcse.objectives.registry import is_method, method_names, recipe_names
 from hardcse.rundir import LOCK, MARKER
+from hardcse.training.checkpoints import last_complete_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
 
 #: Seeds used for ``--seeds N``: 42, 43, ... (42 is the default seed of ``hardcse train``).
@@ -281,19 +282,6 @@ def _train_timer() -> Any:
     return TrainTimer()
 
 
-def _last_checkpoint(root: Path) -> Path | None:
-    """The checkpoint a resume would continue from (the newest complete one when the training
-    package can tell complete from interrupted checkpoints)."""
-    try:
-        from hardcse.training.checkpoints import last_complete_checkpoint
-    except ImportError:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(str(root))
-        return Path(last) if last else None
-    return last_complete_checkpoint(root)
-
-
 def run_all(
     plan: Sequence[RunSpec],
     output: str | Path,
@@ -333,7 +321,7 @@ def run_all(
             if shared is not None:
                 atomic_write_json(shared_path, shared)
         checkpoints = spec.path / "checkpoints"
-        last = _last_checkpoint(checkpoints) if state == "partial" and checkpoints.is_dir() else None
+        last = last_complete_checkpoint(checkpoints) if state == "partial" and checkpoints.is_dir() else None
         info: dict[str, Any] = {}
         if last is not None:
             info["resumed_from_step"] = int(Path(last).name.rsplit("-", 1)[-1])

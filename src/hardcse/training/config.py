@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from hardcse.errors import ConfigError
+from hardcse.models.defaults import RAW_MODEL, raw_encoder_path
 from hardcse.objectives.registry import get_method, is_method, method_names, normalize_recipe, recipe_names
 
 
@@ -134,6 +135,8 @@ class TrainConfig:
             raise ConfigError("fp16 and bf16 are exclusive; choose one.")
         if not self.corpus:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
+        if self.model == RAW_MODEL:
+            raw_encoder_path()  # not built yet: say so before the corpus or a model loads
         if self.test_tasks is not None:
             from hardcse.evaluation.sts import resolve_tasks
 

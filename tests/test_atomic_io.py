@@ -55,3 +55,18 @@ def test_interrupted_directory_writer_keeps_the_old_directory(tmp_path):
     atomic_directory(model, lambda tmp: (tmp / "weights").write_bytes(b"v2"))
     assert (model / "weights").read_bytes() == b"v2"
     assert _no_temporaries(tmp_path)
+
+
+def test_strict_json_writes_non_finite_numbers_as_null(tmp_path):
+    import json
+    import math
+
+    value = {"a": math.nan, "b": [1.5, math.inf, -math.inf], "c": {"d": math.nan, "e": "nan"}}
+    atomic_write_json(tmp_path / "strict.json", value, strict=True)
+    text = (tmp_path / "strict.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None, None], "c": {"d": None, "e": "nan"}}
+    assert math.isnan(value["a"])  # the caller's value is not changed
+    # Without strict, NaN survives a round trip through json.loads (resume reads it back).
+    atomic_write_json(tmp_path / "loose.json", value)
+    assert math.isnan(json.loads((tmp_path / "loose.json").read_text())["a"])

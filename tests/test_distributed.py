@@ -51,7 +51,7 @@ def run_recipes(root: Path, out_name: str, batch_size: int) -> dict:
 
     import hardcse
     import hardcse.training.run as run
-    from hardcse.training import distributed as dist
+    from hardcse import process_group as dist
 
     record: dict = {"rank": 0, "world": 0, "recipes": {}}
     original = run.build_objective

@@ -7,9 +7,9 @@ is ``training``; ``hardcse/__init__.py`` is ``root``):
 
     cli > api > comparison > training > objectives > index, cluster > evaluation > data > models > bottom
 
-(``bottom``: ``errors``, ``io``, ``rundir``). A module may import its own package and the layers
-below its own, never a layer above nor one of the same rank. ``python benchmarks/check_layers.py``
-prints the same check with every offending import.
+(``bottom``: ``errors``, ``io``, ``numeric``, ``process_group``, ``rundir``). A module may import its own
+package and the layers below its own, never a layer above nor one of the same rank.
+``python benchmarks/check_layers.py`` prints the same check with every offending import.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hardcse"
 
-BOTTOM = ("errors", "io", "rundir")
+BOTTOM = ("errors", "io", "numeric", "process_group", "rundir")
 RANK = {
     "bottom": 0,
     "models": 1,

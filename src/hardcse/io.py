@@ -47,7 +47,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: str | Path, value: Any) -> None:
+def atomic_write_json(path: str | Path, value: Any, strict: bool = False) -> None:
+    """Write ``value`` as indented JSON. ``strict``: NaN and +-Infinity are written as ``null`` (standard
+    JSON, which other tools parse); otherwise as Python's ``NaN``/``Infinity``, which ``json.loads`` reads back."""
+    if strict:
+        value = json.loads(json.dumps(value), parse_constant=lambda _: None)
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from rich.console import Console
 from hardcse.cli import app
 from hardcse.errors import DataError
 from hardcse.io import atomic_write_json
+from hardcse.numeric import is_nan
 from hardcse.rundir import check_writable
 
 _TASKS_HELP = (
@@ -54,8 +53,7 @@ def check_output_file(path: Path | None) -> None:
 def write_json(result: dict, path: Path) -> None:
     """Write ``result`` to ``path`` atomically (NaN written as null, strict JSON)."""
     check_output_file(path)
-    clean = json.loads(json.dumps(result), parse_constant=lambda _: None)
-    atomic_write_json(path, clean)
+    atomic_write_json(path, result, strict=True)
 
 
 @app.command()
@@ -125,7 +123,7 @@ def evaluate(
         pooling=pooling,
         fused_kernels=fused_kernels,
     )
-    nan = any(math.isnan(t["spearman"]) for t in result["tasks"].values())
+    nan = any(is_nan(t["spearman"]) for t in result["tasks"].values())
     _print_result(
         result,
         f"aggregation={result['aggregation']}  split={result['split']}",

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from hardcse.errors import ConfigError
+from hardcse.numeric import pairwise_cosine
 
 UPDATE_RULES = ("momentum", "kmeans")
 CENTROID_UPDATES = ("sum", "mean")
@@ -66,12 +67,6 @@ def too_few_sentences_message(k: int, n: int) -> str:
         f"ClusterNS needs at least K={k} sentences in a (global) batch, got N={n}; "
         "lower --set clusterns.k=K or raise --batch-size."
     )
-
-
-def _cosine(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
-    a_n = a / a.norm(dim=-1, keepdim=True).clamp_min(eps)
-    b_n = b / b.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return a_n @ b_n.T
 
 
 def _no_autocast(device: torch.device):
@@ -211,7 +206,7 @@ class ClusterState(nn.Module):
 
     def similarities(self, z: Tensor) -> Tensor:
         """``cos(z_i, c_k)``, N x K, in fp32."""
-        return _cosine(z.detach().float(), self.centroids)
+        return pairwise_cosine(z.detach().float(), self.centroids)
 
     def assign(self, z: Tensor) -> Tensor:
         """Cosine assignment ``argmax_k cos(z_i, c_k)`` (N, long)."""

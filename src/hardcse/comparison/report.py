@@ -21,6 +21,7 @@ from hardcse.comparison.stats import (
 )
 from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_json, atomic_write_text, atomic_write_with
+from hardcse.numeric import is_nan
 
 Predictions = Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]
 
@@ -165,7 +166,7 @@ def summarize(
 
 
 def _num(value: float | None, digits: int = 2, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or is_nan(value):
         return "n/a"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 

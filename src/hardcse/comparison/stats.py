@@ -14,10 +14,11 @@ All functions are pure (numbers in, numbers out) so they can be checked on hand-
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from hardcse.numeric import nan_to_none
 
 #: Resamples and seed of the paired bootstrap (fixed, so a report is reproducible).
 BOOTSTRAP_RESAMPLES = 1000
@@ -48,7 +49,7 @@ def paired_ttest(candidate: Sequence[float], baseline: Sequence[float]) -> float
     from scipy.stats import ttest_rel
 
     p = float(ttest_rel(candidate, baseline).pvalue)
-    return None if math.isnan(p) else p
+    return nan_to_none(p)
 
 
 def _centered_ranks(values: np.ndarray) -> np.ndarray:
@@ -121,7 +122,7 @@ def bootstrap_summary(differences: np.ndarray, level: float = 0.95) -> dict[str,
     undefined (NaN, only possible on tiny test sets) are left out and not counted.
     """
     diffs = np.asarray(differences, dtype=np.float64)
-    observed = float(diffs[0]) if len(diffs) and not math.isnan(diffs[0]) else None
+    observed = nan_to_none(float(diffs[0])) if len(diffs) else None
     valid = diffs[~np.isnan(diffs)]
     if not len(valid):
         return {"delta": observed, "low": None, "high": None, "p_le_0": None, "resamples": 0}

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from hardcse.data.sts import DISPLAY_NAMES, TASKS
+from hardcse.numeric import is_nan
 
 
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and math.isnan(value):
+    if is_nan(value):
         return "nan"
     return f"{value:.2f}"
 

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from hardcse.errors import ConfigError
+from hardcse.numeric import normalize_rows
+from hardcse.process_group import rank_and_size
 
 ENCODE_MODES = ("official", "refresh")
 
@@ -53,12 +54,6 @@ def head_applied(model: torch.nn.Module, apply_head: bool) -> Iterator[torch.nn.
     finally:
         for module, flag in flags.items():
             module.training = flag
-
-
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _shard(n: int, rank: int, world: int) -> tuple[int, int, int]:
@@ -88,7 +83,7 @@ def _encode_local(
             features = model.preprocess([sentences[i] for i in rows])
             features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
             emb = model(features)["sentence_embedding"].float()
-            emb = F.normalize(emb, p=2, dim=1)
+            emb = normalize_rows(emb, eps=1e-12)  # torch.nn.functional.normalize's eps
             if out is None:
                 out = torch.empty(len(sentences), emb.shape[1], dtype=torch.float32)
             out[torch.from_numpy(rows)] = emb.cpu()
@@ -119,7 +114,7 @@ def encode_corpus(
     if batch_size < 1:
         raise ConfigError(f"the corpus encoding batch size must be at least 1, got {batch_size}.")
     apply_head = mode == "refresh"
-    rank, world = _dist_info()
+    rank, world = rank_and_size()
     n = len(sentences)
     if world == 1:
         return _encode_local(model, sentences, batch_size, apply_head, show_progress).numpy()

@@ -41,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hardcse import process_group
 from hardcse.errors import ConfigError
+from hardcse.numeric import pairwise_cosine
 
 
 @dataclass
@@ -100,13 +102,6 @@ class Part(nn.Module):
         self.contribute(batch)
 
 
-def pairwise_cosine(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
-    """``cos(a_i, b_j)`` for all i, j (norms clamped at ``eps``, as torch's cosine_similarity)."""
-    a_n = a / a.norm(dim=-1, keepdim=True).clamp_min(eps)
-    b_n = b / b.norm(dim=-1, keepdim=True).clamp_min(eps)
-    return a_n @ b_n.T
-
-
 def info_nce(batch: ContrastiveBatch) -> Tensor:
     """Cross-entropy over ``[sim | extra columns] / tau`` with label i for row i (see module doc)."""
     tau = batch.temperature
@@ -162,9 +157,7 @@ def gather(t: Tensor) -> Tensor:
     DDP's average over the ``W`` processes gives exactly the single-process gradient of the
     global batch (``tests/test_distributed.py``: 2 x 16 sentences match 1 x 32 step by step).
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return t
-    if torch.distributed.get_world_size() == 1:
+    if process_group.world_size() == 1:
         return t
     from sentence_transformers.util import all_gather_with_grad
 
@@ -278,7 +271,7 @@ class HardCSELoss(nn.Module):
             # Kept outside nn.Module's registry: the loss must not own (or save) the encoder's weights.
             lookup = None
             first = self.model[0] if isinstance(self.model, nn.Sequential) and len(self.model) else None
-            encoder = getattr(first, "model", None) or getattr(first, "auto_model", None)
+            encoder = getattr(first, "model", None)  # sentence-transformers >= 6: Transformer.model
             params = getattr(first, "model_forward_params", None)
             get = getattr(encoder, "get_input_embeddings", None)
             if isinstance(encoder, nn.Module) and callable(get):
@@ -311,7 +304,7 @@ class HardCSELoss(nn.Module):
             if ids is not None:
                 from sentence_transformers.util import all_gather
 
-                ids = all_gather(ids) if torch.distributed.is_initialized() else ids
+                ids = all_gather(ids) if process_group.is_initialized() else ids
         return self.compute_loss_from_embeddings(z1, z2, ids)
 
     def forward_cached(self, features: list[dict[str, Tensor]], labels: Tensor | None = None) -> dict[str, Tensor]:
@@ -337,7 +330,7 @@ class HardCSELoss(nn.Module):
         The hook assumes the trainer differentiates the *sum* of the components, as
         sentence-transformers' trainer does. In evaluation (no grad) only step 1 and the loss run.
         """
-        from hardcse.objectives.cached import AutocastState, RNGSnapshot, gather_no_grad, split_rows, world
+        from hardcse.objectives.cached import AutocastState, RNGSnapshot, gather_no_grad, split_rows
 
         n = _num_rows(features[0])
         sources = [_doubled(features[0])] if len(features) == 1 else features[:2]
@@ -371,7 +364,7 @@ class HardCSELoss(nn.Module):
         emb = torch.cat(emb_parts)
         z1, z2 = emb[:n], emb[n:]
         ids = labels.long() if labels is not None and labels.numel() == n else None
-        rank, size = world() if self.gather_across_devices else (0, 1)
+        rank, size = process_group.rank_and_size() if self.gather_across_devices else (0, 1)
         if size > 1:
             z1, z2 = gather_no_grad(z1), gather_no_grad(z2)
             ids = gather_no_grad(ids) if ids is not None else None

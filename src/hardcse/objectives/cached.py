@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hardcse.process_group import rank_and_size
+
 
 class RNGSnapshot:
     """The CPU generator's state (and the CUDA device's, for a CUDA encoder) at one moment.
@@ -84,16 +86,9 @@ def split_rows(mask: Tensor | None, total: int, rows_per_chunk: int, pads_right:
     return list(torch.split(order, rows_per_chunk))
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of the process group, (0, 1) without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def gather_no_grad(t: Tensor) -> Tensor:
     """All-gather ``t`` (equal shapes on every process) without gradient, in rank order."""
-    rank, size = world()
+    rank, size = rank_and_size()
     if size == 1:
         return t
     parts = [torch.empty_like(t) for _ in range(size)]

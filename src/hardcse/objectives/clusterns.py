@@ -36,7 +36,8 @@ from torch import Tensor
 
 from hardcse.cluster.kmeans import CENTROID_UPDATES, UPDATE_RULES, ClusterState, too_few_sentences_message
 from hardcse.errors import ConfigError
-from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
+from hardcse.numeric import pairwise_cosine
+from hardcse.objectives.base import ContrastiveBatch, Part
 from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method
 
 FALSE_NEGATIVE_MODES = ("bml", "mask", "both")

@@ -57,7 +57,8 @@ from torch import Tensor, nn
 from hardcse.errors import ConfigError
 from hardcse.index.bank import INDEX_KINDS, CorpusIndex, duplicate_groups
 from hardcse.models.corpus_encoding import encode_corpus
-from hardcse.objectives.base import ContrastiveBatch, Part, pairwise_cosine
+from hardcse.numeric import pairwise_cosine
+from hardcse.objectives.base import ContrastiveBatch, Part
 from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method, StepHook, StepInfo
 
 logger = logging.getLogger(__name__)

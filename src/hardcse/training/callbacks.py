@@ -4,7 +4,6 @@ one generic callback that runs the methods' step hooks."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +16,11 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hardcse.errors import ConfigError
-from hardcse.io import atomic_write_bytes, atomic_write_text
+from hardcse.io import atomic_write_bytes, atomic_write_json
+from hardcse.numeric import is_nonfinite
 from hardcse.objectives.registry import StepHook, StepInfo
+from hardcse.process_group import barrier, is_main_process
 from hardcse.training.checkpoints import HISTORY_FILE, STATE_FILE
-from hardcse.training.distributed import barrier, is_main_process
 
 __all__ = [
     "HISTORY_FILE",
@@ -89,7 +89,7 @@ class HistoryCallback(TrainerCallback):
         barrier()
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir() and is_main_process():
-            atomic_write_text(ckpt / HISTORY_FILE, json.dumps(self.history))
+            atomic_write_json(ckpt / HISTORY_FILE, self.history)
 
     def restore(self, checkpoint: Path) -> None:
         path = checkpoint / HISTORY_FILE
@@ -156,7 +156,7 @@ class NaNGuardCallback(TrainerCallback):
         if not logs or "loss" not in logs:
             return
         value = logs["loss"]
-        if isinstance(value, (int, float)) and not math.isfinite(value):
+        if is_nonfinite(value):
             self.bad_step = state.global_step
             control.should_training_stop = True
             control.should_save = False

@@ -25,7 +25,6 @@ evaluation tables (``models`` sits below ``evaluation`` and may not import it).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import yaml
 
 from hardcse.evaluation.tables import format_comparison
+from hardcse.numeric import is_finite_number
 
 #: General training settings shown in the card, in this order (those present in the config).
 TRAINING_KEYS: tuple[str, ...] = (
@@ -100,7 +100,7 @@ def _settings_table(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
+    if not is_finite_number(seconds):
         return "unknown"
     if seconds < 120:
         return f"{seconds:.0f} s"

@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -58,6 +57,7 @@ from transformers import DataCollatorForLanguageModeling, TrainerCallback
 from hardcse.errors import ConfigError, DataError, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name, resolve_model_name
+from hardcse.numeric import is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def _check_resumable(out: Path, overwrite: bool, resume: bool) -> None:
 
 
 def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    finite = [v for v in values if is_finite_number(v)]
     return sum(finite) / len(finite) if finite else None
 
 
@@ -511,7 +511,7 @@ def _train_mlm(
             "config": config.to_dict(),
             "history": history.history,
         }
-        atomic_write_json(out / RESULT_FILE, json.loads(json.dumps(result), parse_constant=lambda _: None))
+        atomic_write_json(out / RESULT_FILE, result, strict=True)
         # The model is written: the checkpoints (weights and optimiser state) are no longer needed.
         shutil.rmtree(ckpt_root, ignore_errors=True)
         return result

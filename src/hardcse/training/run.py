@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import pickle
 import sys
@@ -30,6 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from hardcse import process_group as dist
 from hardcse.data.corpus import corpus_dataset, read_corpus, resolve_corpus_paths
 from hardcse.errors import ConfigError, DataError, Interrupted, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
@@ -37,10 +37,10 @@ from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import build_training_model, export_model, position_limit
 from hardcse.models.precision import bf16_support
+from hardcse.numeric import is_nan
 from hardcse.objectives.base import HardCSELoss, Part
 from hardcse.objectives.registry import BuildContext, StepHook, parse_recipe
 from hardcse.rundir import RunDirectory, check_output_dir
-from hardcse.training import distributed as dist
 from hardcse.training.callbacks import (
     HistoryCallback,
     MethodHooksCallback,
@@ -469,5 +469,5 @@ def interrupted_message(out: Path, ckpt_root: Path, began: bool, kept_old: bool,
 def _check_finite(results: dict) -> None:
     for entry in results["history"]:
         for key, value in entry.items():
-            if isinstance(value, float) and math.isnan(value):
+            if is_nan(value):
                 entry[key] = None

@@ -1,10 +1,11 @@
-"""The few facts about the process group a run needs (rank, world size, a barrier).
+"""The few facts about the process group hardcse needs (rank, world size, a barrier), in one place.
 
 hardcse has no distribution layer of its own: ``torchrun`` / ``accelerate launch`` start the
 processes and the Hugging Face trainer (through accelerate) creates the process group (gloo on
 CPUs, nccl on GPUs) when its :class:`~transformers.TrainingArguments` set up their device. These
-helpers only read that group, so the same code runs unchanged in a single process, where
-they report rank 0 of 1 and the barrier does nothing.
+helpers only read that group, so the same code runs unchanged in a single process, where they
+report rank 0 of 1 and the barrier does nothing. Every layer reads the group through them (the
+loss's gather, the corpus bank's sharded encoding, the run directory's barriers).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def world_size() -> int:
 def rank() -> int:
     """Global rank of this process (0 without a process group)."""
     return torch.distributed.get_rank() if is_initialized() else 0
+
+
+def rank_and_size() -> tuple[int, int]:
+    """``(rank, world size)`` of the process group, ``(0, 1)`` without one."""
+    return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_initialized() else (0, 1)
 
 
 def is_main_process() -> bool:

@@ -370,11 +370,10 @@ def ensure_predictions(spec: RunSpec, show_progress: bool = False) -> dict:
     model_dir = spec.path / "model"
     if not model_dir.is_dir():
         raise ConfigError(f"run '{spec.path}' has results but no model/ to compute its test predictions from.")
-    from sentence_transformers import SentenceTransformer
-
     from hardcse.data.paths import resolve_data_dir
+    from hardcse.models.loading import load_sentence_model
 
-    model = SentenceTransformer(str(model_dir))
+    model = load_sentence_model(str(model_dir))  # a prompt model's encoder is hardcse's own module
     scored = evaluate_model(
         model,
         tasks=spec.config.test_tasks,

@@ -31,12 +31,19 @@ def build_training_model(
     dropout: float | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
+    prompt: bool = False,
+    prompt_template: str | None = None,
+    prompt_template2: str | None = None,
+    prompt_denoise: bool = True,
 ) -> SentenceTransformer:
     """Transformer + Pooling (+ train-only head) from a Hugging Face name/path or an ST directory.
 
     Only the transformer weights are taken from ``model``: an ST model's own pooling, Dense or
     Normalize modules are replaced by the training pooling, as in SimCSE, which starts from a raw
     backbone. ``dropout`` overrides both of the backbone's dropout probabilities.
+
+    With ``prompt`` the encoder is a :class:`~hardcse.models.prompt.PromptTransformer` (template,
+    ``[MASK]`` state, template denoising in training; ``pooling`` is not used) + the head.
     """
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}.")
@@ -54,9 +61,21 @@ def build_training_model(
     config_kwargs = {}
     if dropout is not None:
         config_kwargs = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    kind = Transformer
+    prompt_kwargs = {}
+    if prompt:
+        from hardcse.models.prompt import PromptTransformer
+
+        kind = PromptTransformer
+        prompt_kwargs = {
+            "prompt_template": prompt_template,
+            "prompt_template2": prompt_template2,
+            "prompt_denoise": prompt_denoise,
+        }
     try:
-        transformer = Transformer(
+        transformer = kind(
             path,
+            **prompt_kwargs,
             max_seq_length=max_seq_length,
             config_kwargs=config_kwargs or None,
             model_kwargs={"trust_remote_code": trust_remote_code, "attn_implementation": "sdpa"},
@@ -70,7 +89,7 @@ def build_training_model(
             f"{str(err).splitlines()[0]})."
         ) from None
     dim = transformer.get_embedding_dimension()
-    modules: list[torch.nn.Module] = [transformer, Pooling(dim, pooling_mode=pooling)]
+    modules: list[torch.nn.Module] = [transformer] if prompt else [transformer, Pooling(dim, pooling_mode=pooling)]
     if mlp_head:
         modules.append(TrainOnlyHead(dim))
     return SentenceTransformer(modules=modules, device=device)

@@ -145,12 +145,40 @@ def check_model_weights(name_or_path: str | Path) -> None:
                 )
 
 
+def _local_dir(name: str) -> str:
+    """``name`` itself if it is a local directory, else its hub snapshot in the local cache."""
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name, local_files_only=not _hub_resolvable())
+
+
+def _hardcse_modules(name: str) -> bool:
+    """Whether the saved model ``name`` names hardcse module classes in its ``modules.json``."""
+    from hardcse.models.prompt import hardcse_module_types
+
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return bool(hardcse_module_types(local))
+    from huggingface_hub import hf_hub_download
+
+    try:
+        file = hf_hub_download(name, "modules.json", local_files_only=not _hub_resolvable())
+    except Exception:  # noqa: BLE001 - offline or no such file: an ordinary model then
+        return False
+    return bool(hardcse_module_types(Path(file).parent))
+
+
 def describe_pooling(model: SentenceTransformer) -> str:
     """The pooling of ``model`` as a short name (``mean``, ``cls``, ...; ``none`` without Pooling)."""
     for module in model:
         if isinstance(module, Pooling):
             mode = module.pooling_mode
             return mode if isinstance(mode, str) else "+".join(mode)
+        name = getattr(module, "pooling_name", None)  # an encoder that pools itself (the prompt encoder)
+        if isinstance(name, str):
+            return name
     return "none"
 
 
@@ -179,6 +207,22 @@ def load_sentence_model(
     check_model_weights(name)
     remote = {"trust_remote_code": True} if trust_remote_code else {}
 
+    if kind == "st" and _hardcse_modules(name):
+        # hardcse's own module classes (the prompt encoder): resolved from the installed package,
+        # which sentence-transformers >= 6 would only import with trust_remote_code.
+        if pooling is not None:
+            raise ConfigError(
+                f"'{display_name(name_or_path)}' is a prompt model, whose vector is the [MASK] state of its template; "
+                "evaluate it without --pooling."
+            )
+        from hardcse.models.prompt import load_prompt_model
+
+        try:
+            return load_prompt_model(_local_dir(name), device=device)
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(
+                f"model '{display_name(name_or_path)}' could not be loaded ({str(err).strip().splitlines()[0][:200]})."
+            ) from None
     if kind == "st":
         try:
             model = SentenceTransformer(name, device=device, trust_remote_code=trust_remote_code)

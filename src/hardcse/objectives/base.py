@@ -224,9 +224,17 @@ class HardCSELoss(nn.Module):
         BERT/RoBERTa-style encoders the forward is the same computation (tested) and the
         gradients differ only by float summation order.
         """
-        n = features["input_ids"].shape[0]
-        emb = self.encode_rows(_doubled(features))
+        n = _num_rows(features)
+        emb = self.encode_rows(self._two_views(features))
         return emb[:n], emb[n:]
+
+    def _two_views(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The 2N encoder rows of a batch: the batch stacked on itself, or, when the encoder's first
+        module builds its own views (``two_views``: the prompt encoder wraps view 1 and view 2 in
+        different templates, :mod:`hardcse.models.prompt`), those rows."""
+        first = self.model[0] if isinstance(self.model, nn.Sequential) and len(self.model) else None
+        views = getattr(first, "two_views", None)
+        return views(features) if callable(views) else _doubled(features)
 
     def encode_rows(self, features: dict[str, Tensor], rows: Tensor | None = None) -> Tensor:
         """Embeddings of the rows ``rows`` of the tokenised ``features`` (all rows if ``None``), in
@@ -333,7 +341,7 @@ class HardCSELoss(nn.Module):
         from hardcse.objectives.cached import AutocastState, RNGSnapshot, gather_no_grad, split_rows
 
         n = _num_rows(features[0])
-        sources = [_doubled(features[0])] if len(features) == 1 else features[:2]
+        sources = [self._two_views(features[0])] if len(features) == 1 else features[:2]
         train = torch.is_grad_enabled()
         chunks: list[tuple[int, Tensor | None]] = []  # (source, rows); rows None: the whole source
         for s, source in enumerate(sources):

@@ -50,6 +50,10 @@ TRAINING_KEYS: tuple[str, ...] = (
     "warmup_steps",
     "max_grad_norm",
     "mini_batch_size",
+    "prompt",
+    "prompt_template",
+    "prompt_template2",
+    "prompt_denoise",
     "fp16",
     "bf16",
     "seed",
@@ -99,6 +103,45 @@ def _settings_table(settings: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _plain_usage(model_path: str) -> list[str]:
+    return [
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f'model = SentenceTransformer("{model_path}")',
+        'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
+        "similarity = model.similarity(embeddings[0:1], embeddings[1:2])",
+        "```",
+    ]
+
+
+def _prompt_usage(model_path: str) -> list[str]:
+    """Loading a prompt model: its encoder module (template + [MASK] state) is hardcse's, so hardcse
+    must be installed; sentence-transformers >= 6 imports a module class from outside its own
+    package only with ``trust_remote_code=True`` (hardcse's loader resolves it without)."""
+    return [
+        "This is a **prompt model**: it wraps each sentence in its template (a final \".\" is added where the "
+        "sentence has no final punctuation) and its vector is the last-layer state of the template's mask token "
+        "(PromptBERT). That encoder module ships with hardcse, so **hardcse must be installed** "
+        "(`pip install hardcse`) to load the model.",
+        "",
+        "```python",
+        "import hardcse",
+        "from hardcse.models.loading import load_sentence_model",
+        "",
+        f'model = load_sentence_model("{model_path}")  # a SentenceTransformer',
+        'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
+        "similarity = model.similarity(embeddings[0:1], embeddings[1:2])",
+        "```",
+        "",
+        "Plain sentence-transformers loads it too, with hardcse installed: "
+        f'`SentenceTransformer("{model_path}", trust_remote_code=True)` (sentence-transformers 6 imports module '
+        "classes from outside its own package only with that flag; the class is `hardcse.models.prompt."
+        "PromptTransformer`, nothing is run from the model directory). On the command line: "
+        f"`hardcse evaluate {model_path}`.",
+    ]
+
+
 def _duration(seconds: float | None) -> str:
     if not is_finite_number(seconds):
         return "unknown"
@@ -143,6 +186,7 @@ def render_model_card(
     elif config.get("max_sentences"):
         corpus_text += f" (at most {config['max_sentences']:,} sentences)"
     method_names = " + ".join(name for name, _ in citations) or recipe
+    prompt = bool(config.get("prompt"))
 
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", ""]
     lines += [
@@ -154,13 +198,7 @@ def render_model_card(
         "",
         "## Usage",
         "",
-        "```python",
-        "from sentence_transformers import SentenceTransformer",
-        "",
-        f'model = SentenceTransformer("{model_path}")',
-        'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
-        "similarity = model.similarity(embeddings[0:1], embeddings[1:2])",
-        "```",
+        *(_prompt_usage(model_path) if prompt else _plain_usage(model_path)),
         "",
         "## Training",
         "",

@@ -42,6 +42,12 @@ class TrainConfig:
     mlp_head: bool = True
     dropout: float | None = None
     trust_remote_code: bool = False
+    # Prompt representation (PromptBERT; prompt ClusterNS): the [MASK] state of the sentence wrapped in
+    # a template ({sentence}, {mask}), template denoising in training; null templates: the official ones.
+    prompt: bool = False
+    prompt_template: str | None = None
+    prompt_template2: str | None = None
+    prompt_denoise: bool = True
     # Data: text files (one sentence per line), or a `datasets` name/path with `corpus_column`.
     corpus: list[str] = field(default_factory=lambda: ["corpus/wikipedia_vital_articles_en.sentences.txt"])
     corpus_column: str = "text"
@@ -133,6 +139,10 @@ class TrainConfig:
             )
         if self.fp16 and self.bf16:
             raise ConfigError("fp16 and bf16 are exclusive; choose one.")
+        if self.prompt or self.prompt_template is not None or self.prompt_template2 is not None:
+            from hardcse.models.templates import check_templates
+
+            check_templates(self.prompt_template, self.prompt_template2)
         if not self.corpus:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
         if self.model == RAW_MODEL:

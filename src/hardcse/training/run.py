@@ -36,7 +36,9 @@ from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import build_training_model, export_model, position_limit
+from hardcse.models.loading import describe_pooling, load_sentence_model
 from hardcse.models.precision import bf16_support
+from hardcse.models.prompt import training_collator
 from hardcse.numeric import is_nan
 from hardcse.objectives.base import HardCSELoss, Part
 from hardcse.objectives.registry import BuildContext, StepHook, parse_recipe
@@ -279,7 +281,12 @@ def train(
         mlp_head=config.mlp_head,
         dropout=config.dropout,
         trust_remote_code=config.trust_remote_code,
+        prompt=config.prompt,
+        prompt_template=config.prompt_template,
+        prompt_template2=config.prompt_template2,
+        prompt_denoise=config.prompt_denoise,
     )
+    pooling_name = describe_pooling(model) if config.prompt else config.pooling
     if config.fast_dropout:
         enable_fast_dropout(model)
     eval_len = position_limit(model) or config.max_seq_length
@@ -311,7 +318,7 @@ def train(
                 batch_size=config.eval_batch_size,
                 show_progress=bars,
                 model_name=model_name,
-                pooling=config.pooling,
+                pooling=pooling_name,
             )
             start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
             atomic_write_json(start_path, start)
@@ -344,6 +351,8 @@ def train(
             train_dataset=dataset,
             loss=loss,
             evaluator=evaluator,
+            # The prompt encoder tokenises training sentences alone; its loss wraps them per view.
+            data_collator=training_collator(model),
             callbacks=all_callbacks,
         )
         train_on(trainer, ProgressCallback(disable=not show_progress, metric=METRIC), last_ckpt)
@@ -366,7 +375,11 @@ def train(
         atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
 
         # Score the export as a user would load it: plain SentenceTransformer(path).
-        exported = SentenceTransformer(str(out / "model"), device=str(model.device))
+        # (A prompt model's encoder is hardcse's own module: hardcse's loader, as `hardcse evaluate`.)
+        if config.prompt:
+            exported = load_sentence_model(str(out / "model"), device=str(model.device))
+        else:
+            exported = SentenceTransformer(str(out / "model"), device=str(model.device))
         test = evaluate_model(
             exported,
             tasks=config.test_tasks,
@@ -374,7 +387,7 @@ def train(
             batch_size=config.eval_batch_size,
             show_progress=bars,
             model_name=str(out / "model"),
-            pooling=config.pooling,
+            pooling=pooling_name,
             return_predictions=True,
         )
         save_predictions(out / PREDICTIONS, test.pop("predictions"))

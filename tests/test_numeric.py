@@ -77,3 +77,13 @@ def test_process_group_in_a_one_process_gloo_group(tmp_path):
     finally:
         torch.distributed.destroy_process_group()
     assert not process_group.is_initialized()
+
+
+def test_launched_world_size_reads_the_launcher_before_the_group_exists(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert process_group.launched_world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "")
+    assert process_group.launched_world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun --nproc_per_node 4, before the trainer's group
+    assert process_group.launched_world_size() == 4
+    assert process_group.world_size() == 1  # the group's own count: no group yet

@@ -10,6 +10,8 @@ loss's gather, the corpus bank's sharded encoding, the run directory's barriers)
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -31,6 +33,18 @@ def rank() -> int:
 def rank_and_size() -> tuple[int, int]:
     """``(rank, world size)`` of the process group, ``(0, 1)`` without one."""
     return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_initialized() else (0, 1)
+
+
+def launched_world_size() -> int:
+    """Processes of the run, also before the process group exists: the group's size, else the
+    launcher's ``WORLD_SIZE`` (set by ``torchrun`` and ``accelerate launch`` for every process), else 1.
+
+    Configuration checks (the global batch a method sees) and the trainer's set-up run before the
+    trainer creates the group, so they read the launcher's count through this.
+    """
+    if is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE") or 1)
 
 
 def is_main_process() -> bool:

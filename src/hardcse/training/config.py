@@ -20,6 +20,7 @@ import yaml
 from hardcse.errors import ConfigError
 from hardcse.models.defaults import RAW_MODEL, raw_encoder_path
 from hardcse.objectives.registry import get_method, is_method, method_names, normalize_recipe, recipe_names
+from hardcse.process_group import launched_world_size
 
 
 @dataclass
@@ -161,15 +162,13 @@ class TrainConfig:
         ``WORLD_SIZE`` of a launcher; ClusterNS needs K sentences), so a batch a method cannot use
         is refused before anything loads.
         """
-        import os
-
         names = recipe_names(self.recipe)
         configs = {}
         for name in [*names, *(n for n in self.methods if n not in names)]:
             method = get_method(name)
             values = check_fields(method.config_class, self.methods.get(name, {}), "the configuration", f"{name}.")
             configs[name] = method.make_config(values)
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        world = launched_world_size()
         for name in names:
             check = get_method(name).check_batch
             if check is None:

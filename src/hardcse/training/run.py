@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import sys
 import time
@@ -98,7 +97,7 @@ def build_objective(
     """
     # Inside a run the process group exists already; a caller building the loss alone under a
     # launcher still gets the global batch from the launcher's environment.
-    world = dist.world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    world = dist.launched_world_size()
     context = BuildContext(
         model=model,
         sentences=sentences,
@@ -130,7 +129,7 @@ def _cpu_processes() -> bool:
     The trainer only sets up CPU data parallelism (accelerate's MULTI_CPU, gloo) when told to use
     the CPU; left alone it tries a GPU backend and falls back to one process per replica.
     """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    launched = dist.launched_world_size() > 1
     return launched and not _accelerator()
 
 

@@ -16,7 +16,10 @@ evaluation speed and peak memory, printed as one report.
   skipped with one line, like the bf16 peak, where bf16 is not native: an AVX2-only CPU
   multiplies bfloat16 ~50x slower than float32, issue 21),
   ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers),
-  ``simcse+cached64`` (``mini_batch_size: 64``, cached steps) and ``+batch512`` (the batch; ``--cached`` only).
+  ``simcse+cached64`` (``mini_batch_size: 64``, cached steps), ``+batch512`` (the batch; ``--cached`` only)
+  and ``simcse+prompt`` / ``clusterns+prompt`` (``prompt: true``: template views, ``[MASK]`` state,
+  template denoising; issue 17's step-time target is ``simcse+prompt`` <= 1.15 x ``simcse``; the
+  floor's token counts are of the bare sentences, so MFU understates a prompt step's work).
   Each timing run is a fresh child process, so no contender inherits another's allocator state
   or caches.
 * Cached steps (issue 18), ``--cached 512:64``: only the recipe at batch 512 in cached mini-batches of
@@ -120,9 +123,12 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["mini_batch_size"] = int(mod[6:])
         elif mod.startswith("batch") and mod[5:].isdigit():
             options["batch_size"] = int(mod[5:])
+        elif mod == "prompt":
+            options["prompt"] = True
         else:
             raise SystemExit(
-                f"unknown contender modifier '{mod}' in '{name}' (use bf16, chunksN, stockdrop, cachedN or batchN)"
+                f"unknown contender modifier '{mod}' in '{name}' "
+                "(use bf16, chunksN, stockdrop, cachedN, batchN or prompt)"
             )
     return base, options
 
@@ -145,15 +151,18 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     from hardcse.data.corpus import corpus_dataset
     from hardcse.models.dropout import enable_fast_dropout
     from hardcse.models.encoder import build_training_model
+    from hardcse.models.prompt import training_collator
     from hardcse.training.run import build_objective
 
     recipe, options = parse_contender(name)
     torch.manual_seed(seed)
-    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl")
+    model = build_training_model(
+        "default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl", prompt=options.get("prompt", False)
+    )
     callbacks: list = []
     build_s = 0.0
     if recipe == "st-mnrl":
-        if set(options) - {"bf16", "batch_size"}:
+        if set(options) - {"bf16", "batch_size"}:  # (+prompt too: MNRL has no template views)
             raise SystemExit("st-mnrl takes only +bf16 (it has no length chunks and uses torch's dropout)")
         dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
         loss = MultipleNegativesRankingLoss(model, scale=20.0)
@@ -174,6 +183,7 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         train_dataset=dataset,
         loss=loss,
         callbacks=[*callbacks, timer],
+        data_collator=training_collator(model),  # +prompt: sentences tokenised alone, wrapped per view
     )
     trainer.train()
     return timer.median(), build_s

@@ -150,7 +150,8 @@ def test_builtin_methods_are_registered_objects():
     assert clusterns.config_class is ClusterNSConfig and clusterns.cpu_settings["k"] == 32
     assert set(clusterns.presets) == {
         f"clusterns-{b}" for b in ("bert-base", "bert-large", "roberta-base", "roberta-large")
-    }
+    } | {f"clusterns-prompt-{b}" for b in ("bert-base", "bert-large", "roberta-base")}
+    assert all(p.get("prompt", False) == ("-prompt-" in n) for n, p in clusterns.presets.items())
     assert all(p["recipe"] == "clusterns" for p in clusterns.presets.values())
     assert get_method("hsimcse").config_class is HSimCSEConfig and "IJCNN" in get_method("hsimcse").citation
     assert "simcse-bert-base" in preset_names() and "hsimcse-roberta-base" in preset_names()

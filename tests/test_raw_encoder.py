@@ -97,7 +97,7 @@ def test_build_is_cached_and_model_raw_resolves_to_it(cache, tmp_path, monkeypat
 def test_the_build_recipe_is_the_measured_one():
     recipe = raw_encoder.raw_encoder_config()
     assert (recipe.reinit_top_layers, recipe.steps, recipe.batch_size, recipe.max_seq_length, recipe.seed) == (
-        3,
+        4,
         300,
         32,
         32,

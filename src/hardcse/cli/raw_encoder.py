@@ -19,7 +19,7 @@ def raw_encoder(
 ) -> None:
     """Build the 'raw' starting encoder (a raw-MLM-like encoder for the papers' regime) into the cache.
 
-    all-MiniLM-L6-v2 with its top 3 layers re-initialised and trained back by 300 masked-LM steps
+    all-MiniLM-L6-v2 with its top 4 layers re-initialised and trained back by 300 masked-LM steps
     on the shared Wikipedia sentences (seeded). Afterwards `--model raw` and `--preset raw` use it.
     An interrupted build continues where it stopped.
     """

@@ -23,7 +23,7 @@ DEFAULT_HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 RAW_MODEL = "raw"
 #: Names the build recipe of the ``raw`` encoder (:mod:`hardcse.training.raw_encoder`); a change
 #: of the recipe must change this name so an older build is never taken for the new one.
-RAW_ENCODER_BUILD = "minilm-l6-reinit3-mlm300-s42"
+RAW_ENCODER_BUILD = "minilm-l6-reinit4-mlm300-s42"
 #: Environment variable naming hardcse's cache directory (default ``~/.cache/hardcse``).
 CACHE_ENV = "HARDCSE_CACHE"
 

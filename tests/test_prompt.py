@@ -301,3 +301,21 @@ def test_model_without_mask_token_is_one_sentence(tmp_path, monkeypatch, capsys)
     )  # fmt: skip
     assert_one_sentence_error(code, err, "no mask token")
     assert not (tmp_path / "run").exists()
+
+
+def test_cached_and_chunked_steps_match_the_plain_step(tiny_bert):
+    # The denoising pass runs inside each (re-)encoded mini-batch; the step's loss and gradient stay
+    # those of the plain step (to float summation order, as without the prompt).
+    grads, losses = {}, {}
+    for mini, chunks in ((None, 1), (2, 1), (None, 2)):
+        torch.manual_seed(0)
+        model = build_training_model(str(tiny_bert), prompt=True)
+        model.train()
+        out = HardCSELoss(model, mini_batch_size=mini, length_chunks=chunks)([model[0].preprocess_sentences(SENTENCES)])
+        sum(out.values()).backward()
+        losses[mini, chunks] = float(out["infonce"].detach())
+        grads[mini, chunks] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    base = grads[None, 1]
+    for key, grad in grads.items():
+        assert losses[key] == pytest.approx(losses[None, 1], rel=1e-5), key
+        assert float((grad - base).abs().max() / base.abs().max()) < 1e-3, key

@@ -125,10 +125,12 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["batch_size"] = int(mod[5:])
         elif mod == "prompt":
             options["prompt"] = True
+        elif mod in ("trimstep", "notrim"):  # when a cached step returns freed heap pages (issue 18)
+            options["release_policy"] = {"trimstep": "step", "notrim": "off"}[mod]
         else:
             raise SystemExit(
                 f"unknown contender modifier '{mod}' in '{name}' "
-                "(use bf16, chunksN, stockdrop, cachedN, batchN or prompt)"
+                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, trimstep or notrim)"
             )
     return base, options
 
@@ -155,6 +157,10 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     from hardcse.training.run import build_objective
 
     recipe, options = parse_contender(name)
+    if "release_policy" in options:
+        from hardcse.objectives import cached
+
+        cached.RELEASE_POLICY = options.pop("release_policy")
     torch.manual_seed(seed)
     model = build_training_model(
         "default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl", prompt=options.get("prompt", False)
@@ -199,16 +205,28 @@ def time_in_child(name: str, steps: int, seed: int, out: Path, threads: int | No
     return result["step"], result["build_s"]
 
 
-def cached_memory(recipe: str, batch: int, mini: int, steps: int, rounds: int, seed: int, threads: int | None) -> None:
+def cached_memory(
+    recipe: str,
+    batch: int,
+    mini: int,
+    steps: int,
+    rounds: int,
+    seed: int,
+    threads: int | None,
+    extra: tuple[str, ...] = (),
+) -> None:
     """Issue 18: ``recipe`` at ``batch`` in cached mini-batches of ``mini`` sentences against the
     uncached step at batch 64, each a ``steps``-step run in a fresh child (alternating, ``rounds``
-    times): the child's own peak RSS and the median step time per sentence, and their ratios."""
-    names = [recipe, f"{recipe}+batch{batch}+cached{mini}"]
-    sizes = {names[0]: 64, names[1]: batch}
+    times): the child's own peak RSS and the median step time per sentence, and their ratios.
+    ``extra`` modifiers add cached contenders (``trimstep``, ``notrim``: other memory-release policies)."""
+    cached = f"{recipe}+batch{batch}+cached{mini}"
+    names = [recipe, cached, *(f"{cached}+{mod}" for mod in extra)]
+    sizes = {name: batch for name in names}
+    sizes[recipe] = 64
     rows: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="bench-cached-") as tmp:
         for r in range(rounds):
-            for name in names[r % 2 :] + names[: r % 2]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 cmd = [sys.executable, __file__, "--time-one", name, "--round-steps", str(steps), "--seed", str(seed)]
                 cmd += ["--out", str(Path(tmp) / f"{name}{r}")] + (["--threads", str(threads)] if threads else [])
                 done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
@@ -267,6 +285,12 @@ def main() -> None:
         help="only compare each of --recipes at BATCH in cached mini-batches of MINI with batch 64 uncached "
         "(peak RSS, time per sentence; issue 18), e.g. --cached 512:64 --recipes simcse",
     )
+    parser.add_argument(
+        "--cached-extra",
+        default="",
+        help="with --cached: more cached contenders with these modifiers, e.g. trimstep,notrim "
+        "(release freed heap pages once per step / never, instead of after every mini-batch)",
+    )
     parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # the child of time_in_child
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -285,7 +309,8 @@ def main() -> None:
     if args.cached:
         batch, mini = (int(v) for v in args.cached.split(":"))
         for recipe in args.recipes.split(","):
-            cached_memory(recipe, batch, mini, args.round_steps, args.rounds, args.seed, args.threads)
+            extra = tuple(m for m in args.cached_extra.split(",") if m)
+            cached_memory(recipe, batch, mini, args.round_steps, args.rounds, args.seed, args.threads, extra)
         return
     names = args.recipes.split(",")
     for name in names:

@@ -482,6 +482,7 @@ class _Replay:
         self.offsets, self.grad, self.autocast = offsets, grad, autocast
 
     def __call__(self, grad_output: Tensor) -> None:
+        from hardcse.objectives import cached
         from hardcse.objectives.cached import ddp_sync_context, release_freed_memory
 
         loss = self.loss
@@ -500,7 +501,10 @@ class _Replay:
                     # the trainer's loss scaling and gradient-accumulation division).
                     torch.autograd.backward(emb.float(), self.grad[where] * grad_output.to(self.grad.dtype))
                 del emb
-                release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
+                if cached.RELEASE_POLICY == "mini_batch":
+                    release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
+        if cached.RELEASE_POLICY == "step":
+            release_freed_memory(self.grad.device)
         self.sources = self.states = self.grad = None  # free the step's inputs once used
 
 

@@ -98,6 +98,12 @@ def gather_no_grad(t: Tensor) -> Tensor:
 
 _LIBC: list = []
 
+#: When a cached step gives the freed heap pages back on the CPU (:func:`release_freed_memory`):
+#: after every replayed mini-batch (``"mini_batch"``), once after the step's replay (``"step"``)
+#: or never (``"off"``). ``benchmarks/perf.py --cached ... --cached-extra trimstep,notrim`` measures
+#: the three side by side (peak RSS against time).
+RELEASE_POLICY = "mini_batch"
+
 
 def release_freed_memory(device: torch.device) -> None:
     """Give the C heap's free pages back to the system (glibc ``malloc_trim``), for CPU tensors.

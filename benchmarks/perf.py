@@ -125,12 +125,12 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["batch_size"] = int(mod[5:])
         elif mod == "prompt":
             options["prompt"] = True
-        elif mod in ("trimstep", "notrim"):  # when a cached step returns freed heap pages (issue 18)
-            options["release_policy"] = {"trimstep": "step", "notrim": "off"}[mod]
+        elif mod in ("trimstep", "trimfirst", "notrim"):  # when a cached step returns freed heap pages (issue 18)
+            options["release_policy"] = {"trimstep": "step", "trimfirst": "before_replay", "notrim": "off"}[mod]
         else:
             raise SystemExit(
                 f"unknown contender modifier '{mod}' in '{name}' "
-                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, trimstep or notrim)"
+                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, trimstep, trimfirst or notrim)"
             )
     return base, options
 
@@ -157,9 +157,9 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     from hardcse.training.run import build_objective
 
     recipe, options = parse_contender(name)
-    if "release_policy" in options:
-        from hardcse.objectives import cached
+    from hardcse.objectives import cached
 
+    if "release_policy" in options:
         cached.RELEASE_POLICY = options.pop("release_policy")
     torch.manual_seed(seed)
     model = build_training_model(
@@ -288,8 +288,8 @@ def main() -> None:
     parser.add_argument(
         "--cached-extra",
         default="",
-        help="with --cached: more cached contenders with these modifiers, e.g. trimstep,notrim "
-        "(release freed heap pages once per step / never, instead of after every mini-batch)",
+        help="with --cached: more cached contenders with these modifiers, e.g. trimstep,trimfirst,notrim "
+        "(release freed heap pages after the replay / before it / never, instead of after every mini-batch)",
     )
     parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # the child of time_in_child
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)

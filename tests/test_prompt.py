@@ -284,9 +284,10 @@ def test_template_without_mask_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_model_without_mask_token_is_one_sentence(tmp_path, monkeypatch, capsys):
+def test_model_without_mask_token_is_one_sentence(tmp_path, monkeypatch, capsys, data_dir):
     from transformers import BertTokenizerFast
 
+    monkeypatch.setenv("HARDCSE_DATA", str(data_dir))  # the data check comes first; let it pass
     path = make_tiny_bert(tmp_path / "nomask")
     vocab = (path / "vocab.txt").read_text(encoding="utf-8").split()
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, mask_token=None).save_pretrained(str(path))

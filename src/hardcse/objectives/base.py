@@ -486,11 +486,14 @@ class _Replay:
         from hardcse.objectives.cached import ddp_sync_context, release_freed_memory
 
         loss = self.loss
+        passes = list(zip(self.chunks, self.states, strict=True))
+        if cached.RELEASE_POLICY == "before_replay":
+            release_freed_memory(self.grad.device)  # the graph-free pass's blocks, before the graphs
         with torch.enable_grad():
-            for i, ((s, rows), state) in enumerate(zip(self.chunks, self.states, strict=True)):
+            for i, ((s, rows), state) in enumerate(passes):
                 # DDP decides in the forward whether the backward all-reduces: only the last one does.
                 # The forward runs under the step's autocast, the backward outside it (as the trainer's).
-                with ddp_sync_context(loss.model, last=i == len(self.chunks) - 1):
+                with ddp_sync_context(loss.model, last=i == len(passes) - 1):
                     with state.replay(), self.autocast.context():
                         emb = loss.encode_rows(self.sources[s], rows)
                     if not emb.requires_grad:

@@ -99,9 +99,11 @@ def gather_no_grad(t: Tensor) -> Tensor:
 _LIBC: list = []
 
 #: When a cached step gives the freed heap pages back on the CPU (:func:`release_freed_memory`):
-#: after every replayed mini-batch (``"mini_batch"``), once after the step's replay (``"step"``)
-#: or never (``"off"``). ``benchmarks/perf.py --cached ... --cached-extra trimstep,notrim`` measures
-#: the three side by side (peak RSS against time).
+#: after every replayed mini-batch (``"mini_batch"``), once between the graph-free pass and the
+#: replay (``"before_replay"``), once after the replay (``"step"``) or never (``"off"``). Only
+#: ``"mini_batch"`` keeps the peak RSS of a cached step near the uncached 64-sentence step's
+#: (1.12-1.19x; the others 1.34-1.39x), at ~0.1x of the step's time (``benchmarks/perf.py
+#: --cached 256:64 --cached-extra notrim,trimstep``; BENCHMARKS.md).
 RELEASE_POLICY = "mini_batch"
 
 

@@ -308,6 +308,7 @@ CLUSTERNS_PRESETS: dict[str, dict] = {
     ),
 }  # fmt: skip
 
+
 def _prompt_preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
     # Prompt ClusterNS (train_prompt.py): the [MASK] state of the templated sentence, template
     # denoising in training, the two templates run_prompt.sh ends up with (hardcse.models.prompt).

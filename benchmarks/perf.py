@@ -108,16 +108,6 @@ def eval_token_count(model) -> int:
     return sum(len(ids) for ids in tokenizer(sorted(distinct), truncation=False)["input_ids"])
 
 
-#: Contender modifiers choosing a cached step's memory-release policy (hardcse.objectives.cached).
-RELEASE_MODIFIERS = {
-    "trimeach": "mini_batch",
-    "trimadaptive": "adaptive",
-    "trimfirst": "before_replay",
-    "trimstep": "step",
-    "notrim": "off",
-}
-
-
 def parse_contender(name: str) -> tuple[str, dict]:
     """``'simcse+chunks4+bf16'`` -> (``simcse``, ``{"length_chunks": 4, "bf16": True}``)."""
     base, *mods = name.split("+")
@@ -135,12 +125,12 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["batch_size"] = int(mod[5:])
         elif mod == "prompt":
             options["prompt"] = True
-        elif mod in RELEASE_MODIFIERS:  # when a cached step returns freed heap pages (issue 18)
-            options["release_policy"] = RELEASE_MODIFIERS[mod]
+        elif mod in ("trimstep", "trimfirst", "notrim"):  # when a cached step returns freed heap pages (issue 18)
+            options["release_policy"] = {"trimstep": "step", "trimfirst": "before_replay", "notrim": "off"}[mod]
         else:
             raise SystemExit(
                 f"unknown contender modifier '{mod}' in '{name}' "
-                f"(use bf16, chunksN, stockdrop, cachedN, batchN, prompt or one of {', '.join(RELEASE_MODIFIERS)})"
+                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, trimstep, trimfirst or notrim)"
             )
     return base, options
 
@@ -298,8 +288,8 @@ def main() -> None:
     parser.add_argument(
         "--cached-extra",
         default="",
-        help="with --cached: more cached contenders with these modifiers, e.g. trimeach,notrim "
-        "(the memory-release policy: trimeach, trimadaptive, trimfirst, trimstep, notrim)",
+        help="with --cached: more cached contenders with these modifiers, e.g. trimstep,trimfirst,notrim "
+        "(release freed heap pages after the replay / before it / never, instead of after every mini-batch)",
     )
     parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # the child of time_in_child
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)

@@ -29,7 +29,6 @@ import pytest
 import torch
 from helpers import WORDS, make_tiny_training_model
 
-import hardcse.objectives.cached as cached_steps
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
 from hardcse.objectives.base import HardCSELoss
@@ -184,8 +183,6 @@ def test_replay_reproduces_every_minibatch(model):
     cached_step(loss, features, labels, seed=4)
     first, second = seen[: len(seen) // 2], seen[len(seen) // 2 :]
     assert len(first) == 4  # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows (3 sentences)
-    if cached_steps.RELEASE_POLICY == "adaptive":
-        second = second[::-1]  # replayed longest first
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     z1, z2 = loss.encode_two_views(dict(features))
@@ -377,18 +374,3 @@ def test_trainer_run_logs_components_and_resumes_exactly(tmp_path, data_dir):
     again = [e for e in resumed["history"] if "loss" in e]
     assert [e["loss"] for e in again] == pytest.approx([e["loss"] for e in steps], rel=1e-6)
     assert resumed["test"]["avg"] == reference["test"]["avg"]
-
-
-def test_adaptive_release_trims_before_the_replay_and_only_when_the_heap_grew(model, monkeypatch):
-    # 4 mini-batches replayed longest first: one trim before the replay, then one after each
-    # mini-batch whose resident set exceeds the first (longest) one's, and none otherwise.
-    monkeypatch.setattr(cached_steps, "RELEASE_POLICY", "adaptive")
-    trims: list[int] = []
-    sizes = iter([100, 90, 150, 100])  # after mini-batch 1 (the mark), 2, 3 (grew), 4
-    monkeypatch.setattr(cached_steps, "release_freed_memory", lambda device: trims.append(len(trims)))
-    monkeypatch.setattr(cached_steps, "resident_bytes", lambda: next(sizes))
-    features, labels = batch(model)
-    cached_step(HardCSELoss(model, length_chunks=2, mini_batch_size=3), features, labels, seed=4)
-    assert len(trims) == 2
-    with pytest.raises(StopIteration):
-        next(sizes)  # read once per mini-batch

@@ -483,19 +483,12 @@ class _Replay:
 
     def __call__(self, grad_output: Tensor) -> None:
         from hardcse.objectives import cached
-        from hardcse.objectives.cached import ddp_sync_context, release_freed_memory, resident_bytes
+        from hardcse.objectives.cached import ddp_sync_context, release_freed_memory
 
         loss = self.loss
-        policy = cached.RELEASE_POLICY
         passes = list(zip(self.chunks, self.states, strict=True))
-        device = self.grad.device
-        if policy == "adaptive":
-            # Longest first (the states restore each mini-batch's own dropout masks, so the order
-            # is free): the shorter ones that follow fit in the blocks it freed.
-            passes.reverse()
-        if policy in ("adaptive", "before_replay"):
-            release_freed_memory(device)  # the graph-free pass's blocks, before the graphs
-        high_water = None
+        if cached.RELEASE_POLICY == "before_replay":
+            release_freed_memory(self.grad.device)  # the graph-free pass's blocks, before the graphs
         with torch.enable_grad():
             for i, ((s, rows), state) in enumerate(passes):
                 # DDP decides in the forward whether the backward all-reduces: only the last one does.
@@ -511,16 +504,10 @@ class _Replay:
                     # the trainer's loss scaling and gradient-accumulation division).
                     torch.autograd.backward(emb.float(), self.grad[where] * grad_output.to(self.grad.dtype))
                 del emb
-                if policy == "mini_batch":
-                    release_freed_memory(device)  # the next mini-batch's activations have other sizes
-                elif policy == "adaptive" and device.type == "cpu":
-                    rss = resident_bytes()
-                    if high_water is None:
-                        high_water = rss
-                    elif rss is None or rss > high_water:
-                        release_freed_memory(device)
-        if policy == "step":
-            release_freed_memory(device)
+                if cached.RELEASE_POLICY == "mini_batch":
+                    release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
+        if cached.RELEASE_POLICY == "step":
+            release_freed_memory(self.grad.device)
         self.sources = self.states = self.grad = None  # free the step's inputs once used
 
 

@@ -18,7 +18,6 @@ this module holds what they need and knows nothing of the objective.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -100,29 +99,12 @@ def gather_no_grad(t: Tensor) -> Tensor:
 _LIBC: list = []
 
 #: When a cached step gives the freed heap pages back on the CPU (:func:`release_freed_memory`):
-#:
-#: * ``"adaptive"`` (default): the replay runs longest mini-batch first; the heap is trimmed once
-#:   before it (the graph-free pass's blocks) and after a replayed mini-batch only when the resident
-#:   set has grown past what it was after the first (longest) one. The shorter mini-batches mostly
-#:   fit in the blocks the longer ones freed, so few trims happen and few pages are faulted in again.
-#: * ``"mini_batch"``: after every replayed mini-batch (bounded, but every mini-batch faults its
-#:   pages in again: ~0.1x of the step's time);
-#: * ``"before_replay"``, ``"step"`` (once after the replay) and ``"off"``: unbounded growth within the
-#:   step (1.34-1.39x the uncached step's peak in ``benchmarks/perf.py --cached 256:64``).
-#:
-#: ``benchmarks/perf.py --cached B:M --cached-extra trimeach,trimstep,notrim`` measures them side by
-#: side (BENCHMARKS.md).
-RELEASE_POLICY = "adaptive"
-
-
-def resident_bytes() -> int | None:
-    """This process's resident set size (Linux ``/proc/self/statm``), or ``None`` where unknown."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            pages = int(statm.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
+#: after every replayed mini-batch (``"mini_batch"``), once between the graph-free pass and the
+#: replay (``"before_replay"``), once after the replay (``"step"``) or never (``"off"``). Only
+#: ``"mini_batch"`` keeps the peak RSS of a cached step near the uncached 64-sentence step's
+#: (1.12-1.19x; the others 1.34-1.39x), at ~0.1x of the step's time (``benchmarks/perf.py
+#: --cached 256:64 --cached-extra notrim,trimstep``; BENCHMARKS.md).
+RELEASE_POLICY = "mini_batch"
 
 
 def release_freed_memory(device: torch.device) -> None:

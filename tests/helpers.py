@@ -89,6 +89,21 @@ def make_tiny_training_model(path: Path):
 # Data
 
 
+def byte_level_vocab() -> dict[str, int]:
+    """RoBERTa's special tokens plus the 256 byte-level symbols, for a byte-level BPE tokenizer
+    without merges (one token per byte)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+    extra = 0
+    for b in range(256):
+        if b in printable:
+            char = chr(b)
+        else:
+            char, extra = chr(256 + extra), extra + 1
+        vocab.setdefault(char, len(vocab))
+    return vocab
+
+
 def write_corpus(path: Path, lines: int = 160) -> Path:
     """``lines`` deterministic short sentences (4-9 words of the first 60 ``WORDS``), one a line."""
     import torch

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_sentence_error, make_tiny_bert, run_cli
+from helpers import assert_one_sentence_error, byte_level_vocab, make_tiny_bert, run_cli
 
 from hardcse.errors import ConfigError, DataError
 from hardcse.models.convert import RECORD_FILE, convert_checkpoint
@@ -26,23 +26,6 @@ SENTENCES = [
     "she reads a book",
     "two old men walk by the river and sing",
 ]
-
-
-def _byte_level_vocab() -> dict[str, int]:
-    """A byte-level BPE vocabulary with no merges: RoBERTa's special tokens plus the 256 byte symbols."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for c in chars:
-        vocab.setdefault(c, len(vocab))
-    return vocab
 
 
 def _tiny_backbone(kind: str, path: Path) -> tuple[torch.nn.Module, object]:
@@ -57,7 +40,7 @@ def _tiny_backbone(kind: str, path: Path) -> tuple[torch.nn.Module, object]:
         return model, AutoTokenizer.from_pretrained(str(path))
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
-    vocab = _byte_level_vocab()
+    vocab = byte_level_vocab()
     (path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (path / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
     tokenizer = RobertaTokenizerFast(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_sentence_error, make_tiny_bert, run_cli, write_corpus
+from helpers import assert_one_sentence_error, byte_level_vocab, make_tiny_bert, run_cli, write_corpus
 
 import hardcse
 from hardcse.errors import ConfigError
@@ -33,27 +33,13 @@ def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("prompt") / "bert", dropout=0.0)
 
 
-def _byte_vocab() -> dict[str, int]:
-    """RoBERTa's special tokens and the 256 byte-level symbols (no merges: one token per byte)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    extra = 0
-    for b in range(256):
-        if b in printable:
-            char = chr(b)
-        else:
-            char, extra = chr(256 + extra), extra + 1
-        vocab.setdefault(char, len(vocab))
-    return vocab
-
-
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory) -> Path:
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
     path = tmp_path_factory.mktemp("prompt") / "roberta"
     path.mkdir(parents=True, exist_ok=True)
-    vocab = _byte_vocab()
+    vocab = byte_level_vocab()
     # transformers 5 ignores vocab_file=/merges_file= here (every character would be dropped): pass the dict.
     tokenizer = RobertaTokenizerFast(vocab=vocab, merges=[])
     assert len(tokenizer("The dog", add_special_tokens=False)["input_ids"]) == 7  # one token per byte, "Ġ" included

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import WORDS, make_tiny_training_model
+from helpers import WORDS, close_process_group, make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
@@ -316,13 +316,9 @@ def _worker(root: Path) -> None:
         torch.distributed.all_gather_object(steps, int(loss.step))
         if rank == 0:
             (root / f"{recipe}-steps.json").write_text(json.dumps(steps))
-    # Release DDP's reducer before its process group: destroyed the other way round, a gloo
-    # thread could be torn down from a destructor and abort the process at exit ("terminate
-    # called without an active exception", about 1 run in 3 in CI).
-    del loss, ddp
+    del loss, ddp  # DDP's reducer holds the group: release it first
     gc.collect()
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    close_process_group()
 
 
 if __name__ == "__main__":

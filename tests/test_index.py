@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_training_model
+from helpers import close_process_group, make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.index import CorpusIndex, duplicate_groups, encode_corpus, head_applied
@@ -229,7 +229,7 @@ def _dist_worker(rank: int, world: int, init_file: str, out_dir: str, texts: lis
         bank = encode_corpus(_Hasher(), texts, batch_size=2, mode="official", show_progress=False)
         np.save(os.path.join(out_dir, f"bank{rank}.npy"), bank)
     finally:
-        torch.distributed.destroy_process_group()
+        close_process_group()
 
 
 @pytest.mark.slow

@@ -125,12 +125,16 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["batch_size"] = int(mod[5:])
         elif mod == "prompt":
             options["prompt"] = True
-        elif mod in ("trimstep", "trimfirst", "notrim"):  # when a cached step returns freed heap pages (issue 18)
-            options["release_policy"] = {"trimstep": "step", "trimfirst": "before_replay", "notrim": "off"}[mod]
+        elif mod in ("rows1", "rows2"):  # a cached pass: mini_batch_size rows, or both views of as many sentences
+            options["rows_per_sentence"] = int(mod[4:])
+        elif mod in ("trimstep", "trimeach", "trimfirst", "notrim"):  # when a cached step returns freed heap pages
+            policies = {"trimstep": "step", "trimeach": "mini_batch", "trimfirst": "before_replay", "notrim": "off"}
+            options["release_policy"] = policies[mod]
         else:
             raise SystemExit(
                 f"unknown contender modifier '{mod}' in '{name}' "
-                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, trimstep, trimfirst or notrim)"
+                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, rows1, rows2, "
+                "trimstep, trimeach, trimfirst or notrim)"
             )
     return base, options
 
@@ -161,6 +165,8 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
 
     if "release_policy" in options:
         cached.RELEASE_POLICY = options.pop("release_policy")
+    if "rows_per_sentence" in options:
+        cached.ROWS_PER_SENTENCE = options.pop("rows_per_sentence")
     torch.manual_seed(seed)
     model = build_training_model(
         "default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl", prompt=options.get("prompt", False)
@@ -218,7 +224,8 @@ def cached_memory(
     """Issue 18: ``recipe`` at ``batch`` in cached mini-batches of ``mini`` sentences against the
     uncached step at batch 64, each a ``steps``-step run in a fresh child (alternating, ``rounds``
     times): the child's own peak RSS and the median step time per sentence, and their ratios.
-    ``extra`` modifiers add cached contenders (``trimstep``, ``notrim``: other memory-release policies)."""
+    ``extra`` modifiers add cached contenders (``rows2``: passes of both views of ``mini`` sentences;
+    ``trimeach``, ``trimfirst``, ``notrim``: other memory-release policies)."""
     cached = f"{recipe}+batch{batch}+cached{mini}"
     names = [recipe, cached, *(f"{cached}+{mod}" for mod in extra)]
     sizes = {name: batch for name in names}
@@ -288,8 +295,9 @@ def main() -> None:
     parser.add_argument(
         "--cached-extra",
         default="",
-        help="with --cached: more cached contenders with these modifiers, e.g. trimstep,trimfirst,notrim "
-        "(release freed heap pages after the replay / before it / never, instead of after every mini-batch)",
+        help="with --cached: more cached contenders with these modifiers, e.g. rows2,trimeach,notrim "
+        "(rows2: passes of both views of MINI sentences instead of MINI rows; trimeach / trimfirst / notrim: "
+        "release freed heap pages after every replayed pass / before the replay / never, instead of after it)",
     )
     parser.add_argument("--time-one", default=None, help=argparse.SUPPRESS)  # the child of time_in_child
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)

@@ -33,7 +33,7 @@ from helpers import WORDS, close_process_group, make_tiny_training_model
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
 from hardcse.objectives.base import HardCSELoss
-from hardcse.objectives.cached import split_rows
+from hardcse.objectives.cached import ROWS_PER_SENTENCE, split_rows
 
 BATCH = 12
 RECIPES = ("simcse", "clusterns-before", "clusterns-after", "hsimcse")
@@ -130,7 +130,8 @@ def test_cached_step_equals_one_graph_over_the_same_minibatches(model, recipe, l
     plain = HardCSELoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks)
     for step in range(2):  # ClusterNS "after": step 0 starts the clustering, step 1 uses centroids
         total, parts, got = cached_step(cached, features, labels, seed=10 + step)
-        ref_total, ref_parts, ref = graph_step(plain, features, labels, seed=10 + step, chunk_rows=8)
+        rows = 4 * ROWS_PER_SENTENCE  # the cached step's mini-batches of 4 sentences
+        ref_total, ref_parts, ref = graph_step(plain, features, labels, seed=10 + step, chunk_rows=rows)
         assert parts.keys() == ref_parts.keys()
         assert abs(total - ref_total) <= 1e-6 * abs(ref_total)
         assert_same_gradients(got, ref)
@@ -154,7 +155,7 @@ def test_one_minibatch_equals_the_uncached_step(model, bf16):
     model.train()
     features, labels = batch(model)
     parts = {}
-    for name, size in (("plain", None), ("cached", BATCH)):
+    for name, size in (("plain", None), ("cached", 2 * BATCH)):  # both views' rows in one pass
         loss = HardCSELoss(model, length_chunks=2, mini_batch_size=size)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model.zero_grad(set_to_none=True)
@@ -171,7 +172,7 @@ def test_replay_reproduces_every_minibatch(model):
     # The re-encoded embeddings are the first pass's (same dropout masks), and dropout is active.
     model.train()
     features, labels = batch(model)
-    loss = HardCSELoss(model, length_chunks=2, mini_batch_size=3)
+    loss = HardCSELoss(model, length_chunks=2, mini_batch_size=6)
     seen = []
     encode = loss.encode_rows
 
@@ -183,7 +184,7 @@ def test_replay_reproduces_every_minibatch(model):
     loss.encode_rows = recording
     cached_step(loss, features, labels, seed=4)
     first, second = seen[: len(seen) // 2], seen[len(seen) // 2 :]
-    assert len(first) == 4  # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows (3 sentences)
+    assert len(first) == 4  # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     z1, z2 = loss.encode_two_views(dict(features))

@@ -319,8 +319,9 @@ class HardCSELoss(nn.Module):
         """The loss components of a cached step (GradCache; :mod:`hardcse.objectives.cached`).
 
         1. The encoder rows (the batch stacked on itself, or the two text columns) are cut into
-           mini-batches of ``2 x mini_batch_size`` rows, in ascending length, and encoded without
-           a graph; the random state before each one is kept.
+           mini-batches of ``mini_batch_size`` rows (``ROWS_PER_SENTENCE`` of
+           :mod:`~hardcse.objectives.cached`), in ascending length, and encoded without a graph;
+           the random state before each one is kept.
         2. The embeddings are gathered over processes (without gradient) and the whole objective
            runs once on the global batch, on detached copies that require grad, as in
            :meth:`forward` (every part: centroid negatives, BML, the adversarial positive, corpus
@@ -338,6 +339,7 @@ class HardCSELoss(nn.Module):
         The hook assumes the trainer differentiates the *sum* of the components, as
         sentence-transformers' trainer does. In evaluation (no grad) only step 1 and the loss run.
         """
+        from hardcse.objectives import cached
         from hardcse.objectives.cached import AutocastState, RNGSnapshot, gather_no_grad, split_rows
 
         n = _num_rows(features[0])
@@ -348,7 +350,7 @@ class HardCSELoss(nn.Module):
             mask = source.get("attention_mask")
             total = _num_rows(source)
             pads_right = mask is not None and self._pads_right(mask)
-            rows = split_rows(mask, total, 2 * self.mini_batch_size, pads_right)
+            rows = split_rows(mask, total, cached.ROWS_PER_SENTENCE * self.mini_batch_size, pads_right)
             chunks.extend([(s, None)] if rows is None else [(s, r) for r in rows])
         states: list[RNGSnapshot] = []
         pieces: list[Tensor] = []
@@ -487,28 +489,64 @@ class _Replay:
 
         loss = self.loss
         passes = list(zip(self.chunks, self.states, strict=True))
+        lookup = loss._word_embeddings()
+        # The backward of a word-embedding lookup builds a dense vocabulary x dim gradient (47 MB
+        # for BERT's) and adds it to the weight's; once per replayed pass that was ~4% of a
+        # 512-sentence step in 16 passes. So every pass but the last takes its token embeddings
+        # as a leaf, and the last pass's backward runs one lookup of all their ids with their
+        # gradients (inside the one backward that DDP all-reduces).
+        deferred_ids: list[Tensor] = []
+        deferred_grads: list[Tensor] = []
         if cached.RELEASE_POLICY == "before_replay":
             release_freed_memory(self.grad.device)  # the graph-free pass's blocks, before the graphs
         with torch.enable_grad():
             for i, ((s, rows), state) in enumerate(passes):
+                last = i == len(passes) - 1
+                features, leaf, ids = self.sources[s], None, None
+                if lookup is not None and not last and torch.is_tensor(features.get("input_ids")):
+                    features, leaf, ids = self._with_token_leaf(features, rows, lookup)
                 # DDP decides in the forward whether the backward all-reduces: only the last one does.
                 # The forward runs under the step's autocast, the backward outside it (as the trainer's).
-                with ddp_sync_context(loss.model, last=i == len(passes) - 1):
+                with ddp_sync_context(loss.model, last=last):
                     with state.replay(), self.autocast.context():
-                        emb = loss.encode_rows(self.sources[s], rows)
-                    if not emb.requires_grad:
-                        continue
+                        emb = loss.encode_rows(features, rows if leaf is None else None)
                     start = self.offsets[s]
                     where = slice(start, start + emb.shape[0]) if rows is None else rows + start
                     # Backward of <emb, g>: this mini-batch's share of dL/dtheta (grad_output carries
                     # the trainer's loss scaling and gradient-accumulation division).
-                    torch.autograd.backward(emb.float(), self.grad[where] * grad_output.to(self.grad.dtype))
-                del emb
+                    outputs = [emb.float()] if emb.requires_grad else []
+                    grads = [self.grad[where] * grad_output.to(self.grad.dtype)] if emb.requires_grad else []
+                    if last and deferred_ids and lookup.weight.requires_grad:
+                        outputs.append(lookup(torch.cat(deferred_ids)))
+                        grads.append(torch.cat(deferred_grads).to(outputs[-1].dtype))
+                    if outputs:
+                        torch.autograd.backward(outputs, grads)
+                if leaf is not None and leaf.grad is not None:
+                    deferred_ids.append(ids.reshape(-1))
+                    deferred_grads.append(leaf.grad.reshape(-1, leaf.shape[-1]))
+                del emb, features, leaf, ids
                 if cached.RELEASE_POLICY == "mini_batch":
                     release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
         if cached.RELEASE_POLICY == "step":
             release_freed_memory(self.grad.device)
         self.sources = self.states = self.grad = None  # free the step's inputs once used
+
+    def _with_token_leaf(
+        self, source: dict[str, Tensor], rows: Tensor | None, lookup: nn.Module
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The rows ``rows`` of ``source`` (cut to their longest row) with their token embeddings
+        as a leaf ``inputs_embeds`` in place of ``input_ids``; that leaf; and the ids."""
+        features = dict(source)
+        if rows is not None:
+            mask = features.get("attention_mask")
+            cut = mask is not None and self.loss._pads_right(mask)
+            features = _select_rows(features, rows, _num_rows(features), cut=cut)
+        ids = features.pop("input_ids")
+        with torch.no_grad():
+            leaf = lookup(ids)
+        leaf.requires_grad_()
+        features["inputs_embeds"] = leaf
+        return features, leaf, ids
 
 
 def __getattr__(name: str) -> Any:

@@ -96,15 +96,24 @@ def gather_no_grad(t: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
+#: Encoder rows per mini-batch pass, per sentence of ``mini_batch_size``. 1: a pass encodes
+#: ``mini_batch_size`` rows (of the two views stacked and length-sorted), so its graph holds half
+#: of an uncached step's at the same batch size, which leaves room for the heap's fragments
+#: without returning pages after every pass; 2: both views of ``mini_batch_size`` sentences per
+#: pass (the graph of an uncached step; peak RSS 1.09x, 0.85x with rows 1, at 256:64;
+#: ``benchmarks/perf.py --cached-extra rows2``; BENCHMARKS.md).
+ROWS_PER_SENTENCE = 1
+
 _LIBC: list = []
 
 #: When a cached step gives the freed heap pages back on the CPU (:func:`release_freed_memory`):
-#: after every replayed mini-batch (``"mini_batch"``), once between the graph-free pass and the
-#: replay (``"before_replay"``), once after the replay (``"step"``) or never (``"off"``). Only
-#: ``"mini_batch"`` keeps the peak RSS of a cached step near the uncached 64-sentence step's
-#: (1.12-1.19x; the others 1.34-1.39x), at ~0.1x of the step's time (``benchmarks/perf.py
-#: --cached 256:64 --cached-extra notrim,trimstep``; BENCHMARKS.md).
-RELEASE_POLICY = "mini_batch"
+#: once after the replay (``"step"``), after every replayed mini-batch (``"mini_batch"``), once
+#: between the graph-free pass and the replay (``"before_replay"``) or never (``"off"``). With
+#: passes of ``mini_batch_size`` rows, ``"step"`` keeps the peak RSS at that of an uncached
+#: 64-sentence step (0.99x at 256:64) for ~0.28x more time per sentence than it, where
+#: ``"mini_batch"`` costs ~0.5x (the pages it returns are faulted in again by the next pass);
+#: ``benchmarks/perf.py --cached 256:64 --cached-extra ...``; BENCHMARKS.md.
+RELEASE_POLICY = "step"
 
 
 def release_freed_memory(device: torch.device) -> None:

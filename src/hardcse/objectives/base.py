@@ -493,17 +493,20 @@ class _Replay:
         # The backward of a word-embedding lookup builds a dense vocabulary x dim gradient (47 MB
         # for BERT's) and adds it to the weight's; once per replayed pass that was ~4% of a
         # 512-sentence step in 16 passes. So every pass but the last takes its token embeddings
-        # as a leaf, and the last pass's backward runs one lookup of all their ids with their
-        # gradients (inside the one backward that DDP all-reduces).
-        deferred_ids: list[Tensor] = []
-        deferred_grads: list[Tensor] = []
+        # as a leaf whose gradient is summed per distinct token id of the step, and the last
+        # pass's backward runs one lookup of those ids with those sums (inside the one backward
+        # that DDP all-reduces).
+        step_ids = token_grads = None
+        if lookup is not None and len(passes) > 1 and all(torch.is_tensor(f.get("input_ids")) for f in self.sources):
+            step_ids = torch.unique(torch.cat([f["input_ids"].reshape(-1) for f in self.sources]))
+            token_grads = lookup.weight.new_zeros((len(step_ids), lookup.weight.shape[1]))
         if cached.RELEASE_POLICY == "before_replay":
             release_freed_memory(self.grad.device)  # the graph-free pass's blocks, before the graphs
         with torch.enable_grad():
             for i, ((s, rows), state) in enumerate(passes):
                 last = i == len(passes) - 1
                 features, leaf, ids = self.sources[s], None, None
-                if lookup is not None and not last and torch.is_tensor(features.get("input_ids")):
+                if step_ids is not None and not last:
                     features, leaf, ids = self._with_token_leaf(features, rows, lookup)
                 # DDP decides in the forward whether the backward all-reduces: only the last one does.
                 # The forward runs under the step's autocast, the backward outside it (as the trainer's).
@@ -516,14 +519,14 @@ class _Replay:
                     # the trainer's loss scaling and gradient-accumulation division).
                     outputs = [emb.float()] if emb.requires_grad else []
                     grads = [self.grad[where] * grad_output.to(self.grad.dtype)] if emb.requires_grad else []
-                    if last and deferred_ids and lookup.weight.requires_grad:
-                        outputs.append(lookup(torch.cat(deferred_ids)))
-                        grads.append(torch.cat(deferred_grads).to(outputs[-1].dtype))
+                    if last and step_ids is not None and lookup.weight.requires_grad:
+                        outputs.append(lookup(step_ids))
+                        grads.append(token_grads.to(outputs[-1].dtype))
                     if outputs:
                         torch.autograd.backward(outputs, grads)
                 if leaf is not None and leaf.grad is not None:
-                    deferred_ids.append(ids.reshape(-1))
-                    deferred_grads.append(leaf.grad.reshape(-1, leaf.shape[-1]))
+                    where_ids = torch.searchsorted(step_ids, ids.reshape(-1))
+                    token_grads.index_add_(0, where_ids, leaf.grad.reshape(-1, leaf.shape[-1]).to(token_grads.dtype))
                 del emb, features, leaf, ids
                 if cached.RELEASE_POLICY == "mini_batch":
                     release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes

@@ -121,8 +121,8 @@ def release_freed_memory(device: torch.device) -> None:
 
     A cached step frees one mini-batch's activations before the next one allocates its own, of
     another size (the mini-batches are length-sorted); glibc keeps the freed blocks, fragmented, so
-    without this the resident set of a 512-sentence step in mini-batches of 64 grew step by step to
-    ~1.35x that of an uncached 64-sentence step (``benchmarks/perf.py --cached``; ~1.1x with it).
+    without this the resident set of a 512-sentence step grew step by step (to ~1.35x that of an
+    uncached 64-sentence step with passes of both views). When it runs is :data:`RELEASE_POLICY`.
     No-op on other devices and C libraries.
     """
     if device.type != "cpu":

@@ -127,13 +127,15 @@ def parse_contender(name: str) -> tuple[str, dict]:
             options["prompt"] = True
         elif mod in ("rows1", "rows2"):  # a cached pass: mini_batch_size rows, or both views of as many sentences
             options["rows_per_sentence"] = int(mod[4:])
+        elif mod.startswith("keep") and mod[4:].isdigit():  # cached passes whose first-pass graph is kept
+            options["kept_passes"] = int(mod[4:])
         elif mod in ("trimstep", "trimeach", "trimfirst", "notrim"):  # when a cached step returns freed heap pages
             policies = {"trimstep": "step", "trimeach": "mini_batch", "trimfirst": "before_replay", "notrim": "off"}
             options["release_policy"] = policies[mod]
         else:
             raise SystemExit(
                 f"unknown contender modifier '{mod}' in '{name}' "
-                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, rows1, rows2, "
+                "(use bf16, chunksN, stockdrop, cachedN, batchN, prompt, rows1, rows2, keepN, "
                 "trimstep, trimeach, trimfirst or notrim)"
             )
     return base, options
@@ -167,6 +169,8 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         cached.RELEASE_POLICY = options.pop("release_policy")
     if "rows_per_sentence" in options:
         cached.ROWS_PER_SENTENCE = options.pop("rows_per_sentence")
+    if "kept_passes" in options:
+        cached.KEPT_PASSES = options.pop("kept_passes")
     torch.manual_seed(seed)
     model = build_training_model(
         "default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl", prompt=options.get("prompt", False)

@@ -32,8 +32,9 @@ from helpers import WORDS, close_process_group, make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
+from hardcse.objectives import cached as cached_module
 from hardcse.objectives.base import HardCSELoss
-from hardcse.objectives.cached import ROWS_PER_SENTENCE, split_rows
+from hardcse.objectives.cached import KEPT_PASSES, ROWS_PER_SENTENCE, split_rows
 
 BATCH = 12
 RECIPES = ("simcse", "clusterns-before", "clusterns-after", "hsimcse")
@@ -149,6 +150,23 @@ def test_cached_step_equals_one_graph_over_the_same_minibatches(model, recipe, l
         assert "quad" in parts and cached.last_diagnostics["p_mean"] == plain.last_diagnostics["p_mean"]
 
 
+@pytest.mark.parametrize("kept", [0, 2, 5])
+def test_kept_first_pass_graphs_give_the_same_gradients(model, kept, monkeypatch):
+    # 0: every pass replayed; 2: the last two keep their first-pass graph; 5: more than there are
+    # passes (6 of 24 rows: 4), so all but one (the replayed last pass carries DDP's sync).
+    monkeypatch.setattr(cached_module, "KEPT_PASSES", kept)
+    model.train()
+    corpus = sentences(40, seed=5)
+    features, labels = batch(model)
+    cached = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2, mini_batch_size=6)
+    plain = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2)
+    for step in range(2):
+        total, _, got = cached_step(cached, features, labels, seed=20 + step)
+        ref_total, _, ref = graph_step(plain, features, labels, seed=20 + step, chunk_rows=6 * ROWS_PER_SENTENCE)
+        assert abs(total - ref_total) <= 1e-6 * abs(ref_total)
+        assert_same_gradients(got, ref)
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_one_minibatch_equals_the_uncached_step(model, bf16):
     # The same seed draws the same masks in both; the replay must restore them and the autocast.
@@ -183,9 +201,11 @@ def test_replay_reproduces_every_minibatch(model):
 
     loss.encode_rows = recording
     cached_step(loss, features, labels, seed=4)
-    first, second = seen[: len(seen) // 2], seen[len(seen) // 2 :]
-    assert len(first) == 4  # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows
-    for a, b in zip(first, second, strict=True):
+    # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows: 4 first passes, then the replay
+    # of all but the last KEPT_PASSES ones (their first-pass graph is back-propagated instead).
+    assert KEPT_PASSES >= 1 and len(seen) == 4 + 4 - KEPT_PASSES
+    first, second = seen[:4], seen[4:]
+    for a, b in zip(first[: len(second)], second, strict=True):
         assert torch.equal(a, b)
     z1, z2 = loss.encode_two_views(dict(features))
     assert not torch.allclose(z1, z2)  # the two views differ: dropout is on

@@ -174,8 +174,8 @@ class HardCSELoss(nn.Module):
         gather_across_devices: gather both views over processes so the loss sees the global batch.
         length_chunks: encode the two views in this many length-sorted forward passes, each padded
             to its own longest row (1: one pass, as the official code; see :meth:`encode_two_views`).
-        mini_batch_size: cache the step (:meth:`forward_cached`): encode at most this many
-            sentences (2 x this many encoder rows) at a time, so activation memory is that of a
+        mini_batch_size: cache the step (:meth:`forward_cached`): encode this many encoder rows
+            (of the 2N rows of the two views) at a time, so activation memory is that of a
             mini-batch while the loss sees the whole batch. ``None``: one graph for the batch.
 
     The dataset has one text column (each sentence is tokenised once and stacked on itself for
@@ -340,7 +340,7 @@ class HardCSELoss(nn.Module):
         sentence-transformers' trainer does. In evaluation (no grad) only step 1 and the loss run.
         """
         from hardcse.objectives import cached
-        from hardcse.objectives.cached import AutocastState, RNGSnapshot, gather_no_grad, split_rows
+        from hardcse.objectives.cached import AutocastState, RNGSnapshot, ddp_sync_context, gather_no_grad, split_rows
 
         n = _num_rows(features[0])
         sources = [self._two_views(features[0])] if len(features) == 1 else features[:2]
@@ -352,10 +352,28 @@ class HardCSELoss(nn.Module):
             pads_right = mask is not None and self._pads_right(mask)
             rows = split_rows(mask, total, cached.ROWS_PER_SENTENCE * self.mini_batch_size, pads_right)
             chunks.extend([(s, None)] if rows is None else [(s, r) for r in rows])
-        states: list[RNGSnapshot] = []
+        # Step 3 may run every replayed pass but the last on token embeddings taken as a leaf
+        # (_Replay); the last KEPT_PASSES passes keep their graph here and are not replayed at all.
+        lookup = self._word_embeddings() if train else None
+        leaf_ids = lookup is not None and len(chunks) > 1 and all(torch.is_tensor(f.get("input_ids")) for f in sources)
+        keep_from = len(chunks) - min(cached.KEPT_PASSES, len(chunks) - 1) if train else len(chunks)
+        states: list[RNGSnapshot | None] = []
         pieces: list[Tensor] = []
+        kept: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
         with torch.no_grad():
-            for s, rows in chunks:
+            for i, (s, rows) in enumerate(chunks):
+                if i >= keep_from:
+                    # No graph-free pass: this one's graph is built now (as a replayed pass's, outside
+                    # DDP's gradient synchronisation) and back-propagated first in step 3.
+                    states.append(None)
+                    with torch.enable_grad(), ddp_sync_context(self.model, last=False):
+                        feats, leaf, ids = sources[s], None, None
+                        if leaf_ids:
+                            feats, leaf, ids = _with_token_leaf(self, sources[s], rows, lookup)
+                        emb = self.encode_rows(feats, rows if leaf is None else None)
+                    kept[i] = (emb, leaf, ids)
+                    pieces.append(emb.detach().float())
+                    continue
                 if train:
                     device = sources[s]["input_ids"].device if "input_ids" in sources[s] else torch.device("cpu")
                     states.append(RNGSnapshot(device))
@@ -394,7 +412,8 @@ class HardCSELoss(nn.Module):
         mine = slice(rank * n, (rank + 1) * n)
         grad = torch.cat([g1[mine], g2[mine]]) * size  # this process's rows, in the stacked order
         del g1, g2, z1, z2, emb
-        replay = _Replay(self, sources, chunks, states, offsets, grad, AutocastState.capture(pieces[0].device))
+        autocast = AutocastState.capture(pieces[0].device)
+        replay = _Replay(self, sources, chunks, states, offsets, grad, autocast, kept, lookup if leaf_ids else None)
         out = {key: value.detach() for key, value in losses.items()}
         carrier = next(iter(out))
         out[carrier] = out[carrier].requires_grad_()
@@ -475,81 +494,94 @@ def _select_rows(features: dict[str, Tensor], rows: Tensor, total: int, cut: boo
 class _Replay:
     """The backward hook of a cached step (:meth:`HardCSELoss.forward_cached`, step 3).
 
-    It holds this one step's inputs, random states and embedding gradients, so a later forward
-    pass cannot change what it back-propagates; they are released with the loss's graph.
+    It holds this one step's inputs, random states, kept graphs and embedding gradients, so a
+    later forward pass cannot change what it back-propagates; they are released once used.
+
+    The passes whose graph was kept in step 1 (``kept``, the last ``KEPT_PASSES``) are
+    back-propagated first, freeing their graphs before any replayed one is built; then every
+    other pass is re-encoded and back-propagated, the last of them inside DDP's synchronisation.
+    With ``lookup`` (the word embeddings): the backward of a lookup builds a dense vocabulary x dim
+    gradient (47 MB for BERT's) and adds it to the weight's; once per pass that was ~4% of a
+    512-sentence step in 16 passes. So every pass but the last takes its token embeddings as a
+    leaf whose gradient is summed per distinct token id of the step, and the last pass's backward
+    runs one lookup of those ids with those sums.
     """
 
-    def __init__(self, loss, sources, chunks, states, offsets, grad, autocast) -> None:
+    def __init__(self, loss, sources, chunks, states, offsets, grad, autocast, kept=None, lookup=None) -> None:
         self.loss, self.sources, self.chunks, self.states = loss, sources, chunks, states
         self.offsets, self.grad, self.autocast = offsets, grad, autocast
+        self.kept, self.lookup = dict(kept or {}), lookup
 
     def __call__(self, grad_output: Tensor) -> None:
         from hardcse.objectives import cached
         from hardcse.objectives.cached import ddp_sync_context, release_freed_memory
 
-        loss = self.loss
-        passes = list(zip(self.chunks, self.states, strict=True))
-        lookup = loss._word_embeddings()
-        # The backward of a word-embedding lookup builds a dense vocabulary x dim gradient (47 MB
-        # for BERT's) and adds it to the weight's; once per replayed pass that was ~4% of a
-        # 512-sentence step in 16 passes. So every pass but the last takes its token embeddings
-        # as a leaf whose gradient is summed per distinct token id of the step, and the last
-        # pass's backward runs one lookup of those ids with those sums (inside the one backward
-        # that DDP all-reduces).
+        loss, lookup = self.loss, self.lookup
+        order = sorted(self.kept) + [i for i in range(len(self.chunks)) if i not in self.kept]
         step_ids = token_grads = None
-        if lookup is not None and len(passes) > 1 and all(torch.is_tensor(f.get("input_ids")) for f in self.sources):
+        if lookup is not None:
             step_ids = torch.unique(torch.cat([f["input_ids"].reshape(-1) for f in self.sources]))
             token_grads = lookup.weight.new_zeros((len(step_ids), lookup.weight.shape[1]))
+        scale = grad_output.to(self.grad.dtype)
         if cached.RELEASE_POLICY == "before_replay":
             release_freed_memory(self.grad.device)  # the graph-free pass's blocks, before the graphs
         with torch.enable_grad():
-            for i, ((s, rows), state) in enumerate(passes):
-                last = i == len(passes) - 1
-                features, leaf, ids = self.sources[s], None, None
-                if step_ids is not None and not last:
-                    features, leaf, ids = self._with_token_leaf(features, rows, lookup)
-                # DDP decides in the forward whether the backward all-reduces: only the last one does.
-                # The forward runs under the step's autocast, the backward outside it (as the trainer's).
-                with ddp_sync_context(loss.model, last=last):
-                    with state.replay(), self.autocast.context():
-                        emb = loss.encode_rows(features, rows if leaf is None else None)
-                    start = self.offsets[s]
-                    where = slice(start, start + emb.shape[0]) if rows is None else rows + start
-                    # Backward of <emb, g>: this mini-batch's share of dL/dtheta (grad_output carries
-                    # the trainer's loss scaling and gradient-accumulation division).
-                    outputs = [emb.float()] if emb.requires_grad else []
-                    grads = [self.grad[where] * grad_output.to(self.grad.dtype)] if emb.requires_grad else []
-                    if last and step_ids is not None and lookup.weight.requires_grad:
-                        outputs.append(lookup(step_ids))
-                        grads.append(token_grads.to(outputs[-1].dtype))
-                    if outputs:
-                        torch.autograd.backward(outputs, grads)
+            for n, i in enumerate(order):
+                (s, rows), last = self.chunks[i], n == len(order) - 1
+                if i in self.kept:
+                    emb, leaf, ids = self.kept.pop(i)
+                    if emb.requires_grad:
+                        torch.autograd.backward([emb.float()], [self._grad_rows(s, rows, emb) * scale])
+                else:
+                    features, leaf, ids = self.sources[s], None, None
+                    if step_ids is not None and not last:
+                        features, leaf, ids = _with_token_leaf(loss, features, rows, lookup)
+                    # DDP decides in the forward whether the backward all-reduces: only the last one does.
+                    # The forward runs under the step's autocast, the backward outside it (as the trainer's).
+                    with ddp_sync_context(loss.model, last=last):
+                        with self.states[i].replay(), self.autocast.context():
+                            emb = loss.encode_rows(features, rows if leaf is None else None)
+                        # Backward of <emb, g>: this mini-batch's share of dL/dtheta (grad_output carries
+                        # the trainer's loss scaling and gradient-accumulation division).
+                        outputs = [emb.float()] if emb.requires_grad else []
+                        grads = [self._grad_rows(s, rows, emb) * scale] if emb.requires_grad else []
+                        if last and step_ids is not None and lookup.weight.requires_grad:
+                            outputs.append(lookup(step_ids))
+                            grads.append(token_grads.to(outputs[-1].dtype))
+                        if outputs:
+                            torch.autograd.backward(outputs, grads)
                 if leaf is not None and leaf.grad is not None:
                     where_ids = torch.searchsorted(step_ids, ids.reshape(-1))
                     token_grads.index_add_(0, where_ids, leaf.grad.reshape(-1, leaf.shape[-1]).to(token_grads.dtype))
-                del emb, features, leaf, ids
+                del emb, leaf, ids
                 if cached.RELEASE_POLICY == "mini_batch":
                     release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
         if cached.RELEASE_POLICY == "step":
             release_freed_memory(self.grad.device)
         self.sources = self.states = self.grad = None  # free the step's inputs once used
 
-    def _with_token_leaf(
-        self, source: dict[str, Tensor], rows: Tensor | None, lookup: nn.Module
-    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """The rows ``rows`` of ``source`` (cut to their longest row) with their token embeddings
-        as a leaf ``inputs_embeds`` in place of ``input_ids``; that leaf; and the ids."""
-        features = dict(source)
-        if rows is not None:
-            mask = features.get("attention_mask")
-            cut = mask is not None and self.loss._pads_right(mask)
-            features = _select_rows(features, rows, _num_rows(features), cut=cut)
-        ids = features.pop("input_ids")
-        with torch.no_grad():
-            leaf = lookup(ids)
-        leaf.requires_grad_()
-        features["inputs_embeds"] = leaf
-        return features, leaf, ids
+    def _grad_rows(self, source: int, rows: Tensor | None, emb: Tensor) -> Tensor:
+        """This pass's rows of the embedding gradient ``g``, in the pass's row order."""
+        start = self.offsets[source]
+        return self.grad[slice(start, start + emb.shape[0]) if rows is None else rows + start]
+
+
+def _with_token_leaf(
+    loss: HardCSELoss, source: dict[str, Tensor], rows: Tensor | None, lookup: nn.Module
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """The rows ``rows`` of ``source`` (cut to their longest row) with their token embeddings as a
+    leaf ``inputs_embeds`` in place of ``input_ids``; that leaf; and the ids."""
+    features = dict(source)
+    if rows is not None:
+        mask = features.get("attention_mask")
+        cut = mask is not None and loss._pads_right(mask)
+        features = _select_rows(features, rows, _num_rows(features), cut=cut)
+    ids = features.pop("input_ids")
+    with torch.no_grad():
+        leaf = lookup(ids)
+    leaf.requires_grad_()
+    features["inputs_embeds"] = leaf
+    return features, leaf, ids
 
 
 def __getattr__(name: str) -> Any:

@@ -104,6 +104,13 @@ def gather_no_grad(t: Tensor) -> Tensor:
 #: ``benchmarks/perf.py --cached-extra rows2``; BENCHMARKS.md).
 ROWS_PER_SENTENCE = 1
 
+#: Mini-batch passes whose graph a cached step keeps from its first pass instead of encoding them
+#: without one and again with one: the last (longest) ones, at most all but one. Each saves a
+#: graph-free forward pass; each holds one mini-batch's graph from the first pass to the start of
+#: the replay (where it is back-propagated first), so 1 keeps the peak at what the replay needs.
+#: Measured with ``benchmarks/perf.py --cached 512:64 --cached-extra keep0,keep2``; BENCHMARKS.md.
+KEPT_PASSES = 1
+
 _LIBC: list = []
 
 #: When a cached step gives the freed heap pages back on the CPU (:func:`release_freed_memory`):

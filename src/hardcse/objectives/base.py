@@ -367,10 +367,7 @@ class HardCSELoss(nn.Module):
                     # DDP's gradient synchronisation) and back-propagated first in step 3.
                     states.append(None)
                     with torch.enable_grad(), ddp_sync_context(self.model, last=False):
-                        feats, leaf, ids = sources[s], None, None
-                        if leaf_ids:
-                            feats, leaf, ids = _with_token_leaf(self, sources[s], rows, lookup)
-                        emb = self.encode_rows(feats, rows if leaf is None else None)
+                        emb, leaf, ids = _encode_pass(self, sources[s], rows, lookup if leaf_ids else None)
                     kept[i] = (emb, leaf, ids)
                     pieces.append(emb.detach().float())
                     continue
@@ -533,14 +530,12 @@ class _Replay:
                     if emb.requires_grad:
                         torch.autograd.backward([emb.float()], [self._grad_rows(s, rows, emb) * scale])
                 else:
-                    features, leaf, ids = self.sources[s], None, None
-                    if step_ids is not None and not last:
-                        features, leaf, ids = _with_token_leaf(loss, features, rows, lookup)
                     # DDP decides in the forward whether the backward all-reduces: only the last one does.
                     # The forward runs under the step's autocast, the backward outside it (as the trainer's).
                     with ddp_sync_context(loss.model, last=last):
                         with self.states[i].replay(), self.autocast.context():
-                            emb = loss.encode_rows(features, rows if leaf is None else None)
+                            leaf_lookup = lookup if step_ids is not None and not last else None
+                            emb, leaf, ids = _encode_pass(loss, self.sources[s], rows, leaf_lookup)
                         # Backward of <emb, g>: this mini-batch's share of dL/dtheta (grad_output carries
                         # the trainer's loss scaling and gradient-accumulation division).
                         outputs = [emb.float()] if emb.requires_grad else []
@@ -564,6 +559,18 @@ class _Replay:
         """This pass's rows of the embedding gradient ``g``, in the pass's row order."""
         start = self.offsets[source]
         return self.grad[slice(start, start + emb.shape[0]) if rows is None else rows + start]
+
+
+def _encode_pass(
+    loss: HardCSELoss, source: dict[str, Tensor], rows: Tensor | None, lookup: nn.Module | None
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One mini-batch pass of a cached step with a graph: the embeddings of rows ``rows`` of
+    ``source``, and, with ``lookup``, the token-embedding leaf it ran on and its ids
+    (:func:`_with_token_leaf`; else ``None, None``)."""
+    if lookup is None:
+        return loss.encode_rows(source, rows), None, None
+    features, leaf, ids = _with_token_leaf(loss, source, rows, lookup)
+    return loss.encode_rows(features), leaf, ids
 
 
 def _with_token_leaf(

@@ -119,6 +119,21 @@ def test_stopped_and_resumed_run_ends_as_the_uninterrupted_one(inputs, tmp_path,
     assert_one_sentence_error(code, stderr, "already complete")
 
 
+def test_constant_schedule_checkpoint_n_equals_an_n_step_run(inputs, tmp_path):
+    """With ``lr_schedule="constant"`` and a fixed warm-up, step N of a longer run is an N-step run
+    (one run measures several lengths); with the linear decay it is not."""
+    for schedule, same in (("constant", True), ("linear", False)):
+        longer, short = tmp_path / f"{schedule}-6", tmp_path / f"{schedule}-3"
+        changes = {"lr_schedule": schedule, "warmup_steps": 1, "save_steps": 3}
+        with pytest.raises(TrainingError):
+            train_mlm(_config(inputs, longer, **changes), show_progress=False, callbacks=[_StopAt(3)])
+        train_mlm(_config(inputs, short, steps=3, **changes), show_progress=False)
+        a = load_file(str(longer / "checkpoints" / "checkpoint-3" / "model.safetensors"))
+        b = _weights(short)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a) is same, schedule
+
+
 def test_reinit_top_layers_resets_only_the_top_layers(inputs):
     def load(seed: int):
         torch.manual_seed(seed)
@@ -175,6 +190,7 @@ def _no_mask_model(inputs, root: Path) -> Path:
         ("non-UTF-8 corpus", "not valid UTF-8"),
         ("no mask token", "no mask token"),
         ("zero steps", "--steps must be at least 1"),
+        ("unknown schedule", "--lr-schedule must be one of"),
         ("missing corpus", "does not exist"),
         ("reinit too many layers", "exceeds"),
         ("nothing to resume", "nothing to resume"),
@@ -193,6 +209,8 @@ def test_bad_input_is_one_sentence_and_creates_nothing(inputs, tmp_path, monkeyp
         model = str(_no_mask_model(inputs, tmp_path))
     elif case == "zero steps":
         extra = ["--steps", "0"]
+    elif case == "unknown schedule":
+        extra = ["--lr-schedule", "cosine"]
     elif case == "missing corpus":
         corpus = str(tmp_path / "nowhere.txt")
     elif case == "reinit too many layers":

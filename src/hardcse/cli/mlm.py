@@ -28,7 +28,13 @@ def mlm(
     output: Annotated[str, typer.Option(help="Run directory; the trained model goes to DIR/model.")] = "runs/mlm",
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Sentences per batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (6% warm-up, then linear decay).")] = 5e-5,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (after the warm-up).")] = 5e-5,
+    lr_schedule: Annotated[
+        str, typer.Option(help="After the warm-up: 'linear' decay to 0 at --steps, or 'constant'.")
+    ] = "linear",
+    warmup_steps: Annotated[
+        int | None, typer.Option(help="Linear warm-up steps (default 6% of --steps).", show_default=False)
+    ] = None,
     max_seq_length: Annotated[int, typer.Option(help="Cut sentences to this many tokens.")] = 128,
     mlm_probability: Annotated[float, typer.Option(help="Share of the tokens masked.")] = 0.15,
     reinit_top_layers: Annotated[
@@ -77,6 +83,8 @@ def mlm(
             steps=steps,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
+            warmup_steps=warmup_steps,
             max_seq_length=max_seq_length,
             mlm_probability=mlm_probability,
             reinit_top_layers=reinit_top_layers,

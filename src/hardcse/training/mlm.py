@@ -71,6 +71,9 @@ RUN_KIND = "mlm"
 LOSS_WINDOW = 10
 
 
+LR_SCHEDULES = ("linear", "constant")
+
+
 @dataclass
 class MLMConfig:
     """Every setting of a masked-LM run.
@@ -83,6 +86,9 @@ class MLMConfig:
         steps: optimisation steps (at least 1); the corpus is repeated as often as needed.
         batch_size: sentences per batch.
         lr: peak learning rate.
+        lr_schedule: after the warm-up, ``linear`` decay to 0 at ``steps`` or ``constant``. With
+            ``constant`` and a fixed ``warmup_steps``, the checkpoint at step N of a longer run
+            has the weights of an N-step run, so one run measures several lengths.
         warmup_steps: linear warm-up steps; ``None``: 6% of ``steps``.
         max_seq_length: sentences are cut to this many tokens (batches are padded to their longest).
         mlm_probability: share of the tokens masked (BERT: 0.15).
@@ -100,6 +106,7 @@ class MLMConfig:
     steps: int = 1000
     batch_size: int = 32
     lr: float = 5e-5
+    lr_schedule: str = "linear"
     weight_decay: float = 0.01
     warmup_steps: int | None = None
     max_seq_length: int = 128
@@ -125,6 +132,8 @@ class MLMConfig:
             raise ConfigError(f"--reinit-top-layers must be 0 or more, got {self.reinit_top_layers}.")
         if self.save_steps < 1:
             raise ConfigError(f"--save-steps must be at least 1, got {self.save_steps}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be 0 or more, got {self.warmup_steps}.")
         if not self.corpus:
@@ -440,7 +449,7 @@ def _train_mlm(
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.lr,
             weight_decay=config.weight_decay,
-            lr_scheduler_type="linear",
+            lr_scheduler_type="constant_with_warmup" if config.lr_schedule == "constant" else "linear",
             warmup_steps=config.warmup,
             max_grad_norm=1.0,
             seed=config.seed,

@@ -10,6 +10,7 @@ is measured on the same pairs.
 Usage::
 
     python benchmarks/regime_candidates.py default runs/mlm-reinit2/model [--pairs 1000]
+    python benchmarks/regime_candidates.py --quick MODEL ...   # STS-B dev ([CLS]) and anisotropy only
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--quick", action="store_true", help="only STS-B dev with [CLS] and the anisotropy (~1 minute a model)"
+    )
     args = parser.parse_args()
 
     from hardcse.data.corpus import read_corpus
@@ -72,6 +76,12 @@ def main() -> None:
     rng = random.Random(args.seed)
     pairs = [tuple(rng.sample(range(len(sentences)), 2)) for _ in range(args.pairs)]
     tasks = load_tasks(resolve_tasks(None, "test"), data_path, "test")
+    if args.quick:
+        dev = load_tasks(["STSBenchmark"], data_path, "dev")
+        print(f"STS-B dev Spearman x100 with [CLS]; anisotropy = mean [CLS] cosine of {args.pairs} random pairs")
+        for name in args.models:
+            print(f"{name[-48:]:<48} {sts_average(name, 'cls', dev):>8.2f} {anisotropy(name, sentences, pairs):>8.3f}")
+        return
 
     rows = []
     for name in args.models:

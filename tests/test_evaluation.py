@@ -250,9 +250,7 @@ def test_sts_evaluator_loads_once_and_reports_x100(model, fake_dir, monkeypatch)
     evaluator = STSEvaluator(data_dir=fake_dir)
     assert evaluator.primary_metric == "stsb_spearman" and evaluator.greater_is_better
 
-    monkeypatch.setattr(
-        "hardcse.evaluation.evaluator.load_tasks", lambda *a, **k: pytest.fail("reloaded the pairs")
-    )
+    monkeypatch.setattr("hardcse.evaluation.evaluator.load_tasks", lambda *a, **k: pytest.fail("reloaded the pairs"))
     model.train()
     metrics = evaluator(model)
     assert model.training  # the trainer's mode is left as it was

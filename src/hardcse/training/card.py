@@ -120,7 +120,7 @@ def _prompt_usage(model_path: str) -> list[str]:
     must be installed; sentence-transformers >= 6 imports a module class from outside its own
     package only with ``trust_remote_code=True`` (hardcse's loader resolves it without)."""
     return [
-        "This is a **prompt model**: it wraps each sentence in its template (a final \".\" is added where the "
+        'This is a **prompt model**: it wraps each sentence in its template (a final "." is added where the '
         "sentence has no final punctuation) and its vector is the last-layer state of the template's mask token "
         "(PromptBERT). That encoder module ships with hardcse, so **hardcse must be installed** "
         "(`pip install hardcse`) to load the model.",

@@ -75,13 +75,13 @@ def main() -> None:
     sentences = read_corpus([args.corpus or CORPUS], data_path)
     rng = random.Random(args.seed)
     pairs = [tuple(rng.sample(range(len(sentences)), 2)) for _ in range(args.pairs)]
-    tasks = load_tasks(resolve_tasks(None, "test"), data_path, "test")
     if args.quick:
         dev = load_tasks(["STSBenchmark"], data_path, "dev")
         print(f"STS-B dev Spearman x100 with [CLS]; anisotropy = mean [CLS] cosine of {args.pairs} random pairs")
         for name in args.models:
             print(f"{name[-48:]:<48} {sts_average(name, 'cls', dev):>8.2f} {anisotropy(name, sentences, pairs):>8.3f}")
         return
+    tasks = load_tasks(resolve_tasks(None, "test"), data_path, "test")
 
     rows = []
     for name in args.models:

@@ -42,17 +42,16 @@ def _save(model, out: Path) -> None:
     model.tokenizer.save_pretrained(out)
 
 
-def build_noise(amount: float, out: Path, seed: int) -> list[int]:
+def build_noise(amount: float, out: Path, seed: int) -> None:
     """Interpolate every encoder-layer matrix towards scaled Gaussian noise (norm-preserving mix)."""
     model = _bundled()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, weight in model[0].auto_model.encoder.named_parameters():
+        for weight in model[0].auto_model.encoder.parameters():
             if weight.dim() == 2:
                 noise = torch.randn(weight.shape, generator=generator)
                 weight.copy_((1 - amount * amount) ** 0.5 * weight + amount * weight.std() * noise)
     _save(model, out)
-    return []
 
 
 def build_rogue(count: int, scale: float, offset: float, out: Path, seed: int) -> list[int]:
@@ -81,12 +80,12 @@ def main() -> None:
         if args.kind == "noise":
             amount = float(spec)
             out = args.out / f"noise-{amount:g}"
-            dims = build_noise(amount, out, args.seed)
+            build_noise(amount, out, args.seed)
+            print(out)
         else:
             count, scale, offset = spec.split(",")
             out = args.out / f"rogue-{int(count)}-{float(scale):g}-{float(offset):g}"
-            dims = build_rogue(int(count), float(scale), float(offset), out, args.seed)
-        print(out, f"dims {dims}" if dims else "")
+            print(out, "dims", build_rogue(int(count), float(scale), float(offset), out, args.seed))
 
 
 if __name__ == "__main__":

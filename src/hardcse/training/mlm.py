@@ -71,7 +71,8 @@ RUN_KIND = "mlm"
 LOSS_WINDOW = 10
 
 
-LR_SCHEDULES = ("linear", "constant")
+#: ``--lr-schedule`` names and the transformers scheduler each one runs.
+LR_SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup"}
 
 
 @dataclass
@@ -449,7 +450,7 @@ def _train_mlm(
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.lr,
             weight_decay=config.weight_decay,
-            lr_scheduler_type="constant_with_warmup" if config.lr_schedule == "constant" else "linear",
+            lr_scheduler_type=LR_SCHEDULES[config.lr_schedule],
             warmup_steps=config.warmup,
             max_grad_norm=1.0,
             seed=config.seed,

@@ -95,6 +95,14 @@ def test_paired_bootstrap_hand_worked():
     assert mixed["delta"] == pytest.approx(100.0) and mixed["low"] == pytest.approx(100.0)
 
 
+def test_seed_text_shows_what_a_count_means():
+    from hardcse.comparison import _seed_text
+
+    assert _seed_text(parse_seeds("42")) == "seeds 42..83"  # a count, not the seed 42
+    assert _seed_text(parse_seeds("42,")) == "seed 42"
+    assert _seed_text([42, 7]) == "seeds 42,7"
+
+
 def test_parse_seeds():
     assert parse_seeds(3) == parse_seeds("3") == [42, 43, 44]
     assert parse_seeds("42,43,44") == [42, 43, 44]
@@ -259,6 +267,7 @@ def test_cli_on_a_finished_comparison_prints_the_report(setup, monkeypatch, caps
     code, stdout, err = run_entry_point(args, monkeypatch, capsys)
     assert code == 0, err
     assert stdout.count("finished earlier, skipped") == 6
+    assert "6 runs: 3 recipe(s) x 2 seed(s) (seeds 42..43)" in stdout  # the plan, before any run
     assert "## Difference from simcse" in stdout and "report.md" in stdout
 
 

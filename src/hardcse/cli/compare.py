@@ -15,7 +15,9 @@ def compare(
         str,
         typer.Option(help="Comma-separated recipes and/or YAML config files; the first is the baseline."),
     ] = "simcse,clusterns,hsimcse",
-    seeds: Annotated[str, typer.Option(help="A count N (seeds 42..42+N-1) or a list such as 42,43,44.")] = "3",
+    seeds: Annotated[
+        str, typer.Option(help="A count N (seeds 42..42+N-1) or a list such as 42,43,44 (one seed: 42,).")
+    ] = "3",
     preset: Annotated[str, typer.Option(help="The preset every run starts from.")] = "cpu",
     output: Annotated[
         str, typer.Option(help="Comparison directory: runs in DIR/<recipe>-s<seed>/, report in DIR.")

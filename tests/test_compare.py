@@ -103,6 +103,16 @@ def test_seed_text_shows_what_a_count_means():
     assert _seed_text([42, 7]) == "seeds 42,7"
 
 
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+)
+def test_shipped_benchmark_configs_plan_as_recipes(config, tmp_path):
+    from hardcse.comparison.runner import plan_runs
+
+    (spec,) = plan_runs([str(config)], [42], "cpu", tmp_path, {})
+    assert spec.name == f"{config.stem}-s42"
+
+
 def test_parse_seeds():
     assert parse_seeds(3) == parse_seeds("3") == [42, 43, 44]
     assert parse_seeds("42,43,44") == [42, 43, 44]

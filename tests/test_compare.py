@@ -113,6 +113,29 @@ def test_shipped_benchmark_configs_plan_as_recipes(config, tmp_path):
     assert spec.name == f"{config.stem}-s42"
 
 
+def test_prompt_runs_do_not_share_the_untrained_scores_of_plain_runs(tmp_path):
+    # A prompt run's untrained encoder is scored with the [MASK] state of its template, a plain run's
+    # with its pooling: sharing one start.json gave the other's untrained row and step-0 point.
+    import hashlib
+
+    from hardcse.comparison.runner import start_key
+    from hardcse.training.config import make_config
+
+    plain = make_config(preset="cpu", recipe="simcse", seed=42, output=str(tmp_path / "a"))
+    prompt = make_config(preset="cpu", recipe="clusterns", prompt=True, seed=43, output=str(tmp_path / "b"))
+    assert start_key(plain) != start_key(prompt)
+    assert start_key(prompt) == start_key(make_config(preset="cpu", recipe="simcse", prompt=True, output="x"))
+    old = {  # plain runs keep the key they had, so finished comparisons still find their start file
+        "model": plain.model,
+        "pooling": plain.pooling,
+        "test_tasks": plain.test_tasks,
+        "data_dir": plain.data_dir,
+        "eval_batch_size": plain.eval_batch_size,
+        "trust_remote_code": plain.trust_remote_code,
+    }
+    assert start_key(plain) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def test_parse_seeds():
     assert parse_seeds(3) == parse_seeds("3") == [42, 43, 44]
     assert parse_seeds("42,43,44") == [42, 43, 44]

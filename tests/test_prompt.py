@@ -236,8 +236,14 @@ def test_evaluate_on_the_export_gives_the_run_s_numbers(tiny_bert, tmp_path, dat
         prompt=True,
         clusterns={"k": 4, "theta": 0.99},
     )
-    results = hardcse.train(config, show_progress=False)
+    from hardcse.training.run import train
+
+    # A comparison hands over the untrained scores of plain runs; a prompt run must score its own.
+    plain_start = {"pooling": "cls", "tasks": {}, "avg": 99.0, "stsb_dev": 99.0}
+    results = train(config, show_progress=False, start=plain_start)
     assert results["test"]["pooling"] == "prompt-mask"
+    own_start = json.loads((tmp_path / "run" / "start.json").read_text())
+    assert own_start["pooling"] == "prompt-mask" and own_start["stsb_dev"] != 99.0
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "hardcse must be installed" in card
     code, _, err = run_cli(

@@ -247,6 +247,8 @@ def start_key(config: TrainConfig) -> str:
         "eval_batch_size": config.eval_batch_size,  # batches change padding, hence the last digits
         "trust_remote_code": config.trust_remote_code,
     }
+    if config.prompt:  # the [MASK] state of a template is another representation (keys of plain runs unchanged)
+        values.update(prompt=True, prompt_template=config.prompt_template, prompt_template2=config.prompt_template2)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
 
 

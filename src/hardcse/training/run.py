@@ -304,6 +304,8 @@ def train(
 
         # The untrained encoder's scores (kept across a resume), computed and written by the main process.
         start_path = out / "start.json"
+        if start is not None and start.get("pooling") != pooling_name:
+            start = None  # scored with another representation (e.g. [CLS] for a prompt run): score this one
         if start is not None:
             if main:
                 atomic_write_json(start_path, start)

@@ -21,7 +21,7 @@ from helpers import run_cli as run_entry_point
 from transformers import TrainerCallback
 
 from hardcse.comparison import run_comparison
-from hardcse.comparison.runner import parse_seeds
+from hardcse.comparison.runner import parse_seeds, seed_text
 from hardcse.comparison.stats import (
     bootstrap_summary,
     mean_std,
@@ -96,11 +96,9 @@ def test_paired_bootstrap_hand_worked():
 
 
 def test_seed_text_shows_what_a_count_means():
-    from hardcse.comparison import _seed_text
-
-    assert _seed_text(parse_seeds("42")) == "seeds 42..83"  # a count, not the seed 42
-    assert _seed_text(parse_seeds("42,")) == "seed 42"
-    assert _seed_text([42, 7]) == "seeds 42,7"
+    assert seed_text(parse_seeds("42")) == "seeds 42..83"  # a count, not the seed 42
+    assert seed_text(parse_seeds("42,")) == "seed 42"
+    assert seed_text([42, 7]) == "seeds 42,7"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hardcse.comparison.runner import Log, parse_recipes, parse_seeds, plan_runs, run_all, run_info
+from hardcse.comparison.runner import Log, parse_recipes, parse_seeds, plan_runs, run_all, run_info, seed_text
 
 
 def run_comparison(
@@ -55,7 +55,7 @@ def run_comparison(
     items = parse_recipes(recipes)
     seed_list = parse_seeds(seeds)
     plan = plan_runs(items, seed_list, preset, output, overrides)
-    say(f"{len(plan)} runs: {len(items)} recipe(s) x {len(seed_list)} seed(s) ({_seed_text(seed_list)})")
+    say(f"{len(plan)} runs: {len(items)} recipe(s) x {len(seed_list)} seed(s) ({seed_text(seed_list)})")
     results = run_all(plan, output, overwrite=overwrite, show_progress=show_progress, callbacks=callbacks, log=log)
     predictions = {}
     for spec in plan:
@@ -66,16 +66,6 @@ def run_comparison(
     summary = summarize(plan, results, predictions, {spec.name: run_info(spec) for spec in plan})
     write_report(output, summary)
     return summary
-
-
-def _seed_text(seeds: Sequence[int]) -> str:
-    """``[42, 43, 44]`` -> ``"seeds 42..44"``; ``[42]`` -> ``"seed 42"``; otherwise the list, so that a
-    count mistaken for a seed (``--seeds 42`` is 42 seeds) shows before anything trains."""
-    if len(seeds) == 1:
-        return f"seed {seeds[0]}"
-    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"seeds {seeds[0]}..{seeds[-1]}"
-    return "seeds " + ",".join(map(str, seeds))
 
 
 __all__ = ["parse_recipes", "parse_seeds", "plan_runs", "run_all", "run_comparison"]

@@ -77,6 +77,16 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
     return values
 
 
+def seed_text(seeds: Sequence[int]) -> str:
+    """``[42, 43, 44]`` -> ``"seeds 42..44"``; ``[42]`` -> ``"seed 42"``; otherwise the list, so that a
+    count mistaken for a seed (``--seeds 42`` is 42 seeds) shows before anything trains."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds {seeds[0]}..{seeds[-1]}"
+    return "seeds " + ",".join(map(str, seeds))
+
+
 def parse_recipes(recipes: str | Sequence[str]) -> list[str]:
     """``"simcse,clusterns"`` or a list -> the items, stripped, in order (at least one)."""
     items = recipes.split(",") if isinstance(recipes, str) else list(recipes)

@@ -53,6 +53,13 @@ def mlm(
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow the model's own code from the hub to run.")
     ] = False,
+    report_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Watch the run live: tensorboard (event files in DIR/tensorboard), wandb, mlflow, trackio or none "
+            "(default); repeatable or comma-separated."
+        ),
+    ] = None,
 ) -> None:
     """Continue masked-LM training of an encoder on a corpus (domain-adaptive pre-training).
 
@@ -91,6 +98,8 @@ def mlm(
             save_steps=save_steps,
             seed=seed,
         )
+    if report_to:  # where the run is watched, also for a resumed run
+        cfg.report_to = list(report_to)
     cfg.trust_remote_code = trust_remote_code
     result = train_mlm(
         cfg, overwrite=overwrite, resume=resume, show_progress=not quiet, echo=lambda line: typer.echo(line, err=True)

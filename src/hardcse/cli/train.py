@@ -36,7 +36,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 # Options that do not change what a resumed run computes.
-_RESUME_OPTIONS = {"output", "resume", "quiet", "data_dir", "trust_remote_code"}
+_RESUME_OPTIONS = {"output", "resume", "quiet", "data_dir", "trust_remote_code", "report_to"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -100,6 +100,14 @@ def train(
             help="Allow the model's own code from the hub to run (only this flag enables it, never a config file).",
         ),
     ] = False,
+    report_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Watch the run live: tensorboard (event files in DIR/tensorboard), wandb, mlflow, trackio or none "
+            "(default); repeatable or comma-separated. Logs the loss components, STS-B dev and the method "
+            "diagnostics."
+        ),
+    ] = None,
 ) -> None:
     """Train an encoder, select it on STS-B dev, export it and score it on seven STS tasks."""
     from hardcse.cli import quiet_library_logs
@@ -127,7 +135,7 @@ def train(
         saved = Path(output) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"nothing to resume in '{output}': it has no config.yaml.")
-        cfg = make_config(config_file=saved, output=output, data_dir=data_dir)
+        cfg = make_config(config_file=saved, output=output, data_dir=data_dir, report_to=report_to)
     else:
         overrides = {
             "model": model,
@@ -144,6 +152,7 @@ def train(
             "output": output,
             "data_dir": data_dir,
             "fp16": fp16,
+            "report_to": report_to,
         }
         if epochs is not None and steps is None:
             overrides["steps"] = None

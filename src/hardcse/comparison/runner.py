@@ -165,8 +165,9 @@ def plan_runs(
 #: between invocations) and speed settings that leave the method and its distributions as they
 #: are (``length_chunks`` gives the same embeddings and gradients for the same dropout masks,
 #: tested; ``fast_dropout`` draws the masks from another random stream with the same
-#: distribution), so a faster default does not orphan finished runs.
-NOT_IDENTITY = ("output", "length_chunks", "fast_dropout")
+#: distribution), so a faster default does not orphan finished runs; ``report_to`` only says
+#: where the run is watched.
+NOT_IDENTITY = ("output", "length_chunks", "fast_dropout", "report_to")
 
 
 #: The method seed of a saved ClusterNS/HSimCSE configuration without a ``seed`` key: runs saved

@@ -22,9 +22,13 @@ from hardcse.objectives.registry import StepHook, StepInfo
 from hardcse.process_group import barrier, is_main_process
 from hardcse.training.checkpoints import HISTORY_FILE, STATE_FILE
 
+#: Namespace of the method diagnostics among the values the trainer logs (tracking integrations).
+DIAGNOSTICS_PREFIX = "diagnostics/"
+
 __all__ = [
     "HISTORY_FILE",
     "STATE_FILE",
+    "DiagnosticsLogCallback",
     "HistoryCallback",
     "MethodHooksCallback",
     "NaNGuardCallback",
@@ -64,7 +68,7 @@ class HistoryCallback(TrainerCallback):
             return
         entry = self._entry(state.global_step)
         for key, value in logs.items():
-            if key in ("epoch", "total_flos", "grad_norm") or key.startswith("eval_") or key.startswith("train_"):
+            if key in ("epoch", "total_flos", "grad_norm") or key.startswith(("eval_", "train_", DIAGNOSTICS_PREFIX)):
                 continue
             scalar = _scalar(value)
             if scalar is not None:
@@ -95,6 +99,26 @@ class HistoryCallback(TrainerCallback):
         path = checkpoint / HISTORY_FILE
         if path.is_file():
             self.history = json.loads(path.read_text(encoding="utf-8"))
+
+
+class DiagnosticsLogCallback(TrainerCallback):
+    """Adds the objective's diagnostics of the step to the trainer's logs as ``diagnostics/<name>``.
+
+    It must see the logs before the tracking integrations do, so
+    :func:`hardcse.training.tracking.attach_tracking` puts it first among the trainer's callbacks;
+    the integrations then record the diagnostics with the loss and its components.
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        self.loss = loss
+
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        for name, value in dict(getattr(self.loss, "last_diagnostics", None) or {}).items():
+            scalar = _scalar(value)
+            if scalar is not None:
+                logs[f"{DIAGNOSTICS_PREFIX}{name}"] = scalar
 
 
 class ObjectiveStateCallback(TrainerCallback):

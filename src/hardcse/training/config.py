@@ -83,6 +83,8 @@ class TrainConfig:
     # Output
     output: str = "runs/simcse-cpu"
     save_total_limit: int = 1
+    # Live tracking (the trainer's integrations): tensorboard, wandb, mlflow, trackio; none: nowhere.
+    report_to: list[str] = field(default_factory=lambda: ["none"])
     # Method settings by method name (fields of each method's config dataclass; defaults where absent).
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -148,6 +150,9 @@ class TrainConfig:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
         if self.model == RAW_MODEL:
             raw_encoder_path()  # not built yet: say so before the corpus or a model loads
+        from hardcse.training.tracking import report_targets
+
+        report_targets(self.report_to)  # known names, each integration's package installed
         if self.test_tasks is not None:
             from hardcse.evaluation.sts import resolve_tasks
 

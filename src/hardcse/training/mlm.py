@@ -58,6 +58,7 @@ from hardcse.errors import ConfigError, DataError, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name, resolve_model_name
 from hardcse.numeric import is_finite_number
+from hardcse.training.tracking import report_targets, training_report_to
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class MLMConfig:
         reinit_top_layers: re-initialise this many of the top transformer layers first.
         save_steps: checkpoint every N steps (for ``--resume``).
         seed: seeds the fresh head, the re-initialised layers, the data order, masking and dropout.
+        report_to: where the run is watched live (``tensorboard``, ``wandb``, ``mlflow``, ``trackio``;
+            ``none``), as in ``hardcse train`` (:mod:`hardcse.training.tracking`).
     """
 
     model: str = "default"
@@ -116,6 +119,7 @@ class MLMConfig:
     save_steps: int = 200
     seed: int = 42
     trust_remote_code: bool = False
+    report_to: list[str] = field(default_factory=lambda: ["none"])
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one sentence) for an impossible value."""
@@ -139,6 +143,7 @@ class MLMConfig:
             raise ConfigError(f"warmup_steps must be 0 or more, got {self.warmup_steps}.")
         if not self.corpus:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
+        report_targets(self.report_to)  # known names, each integration's package installed
 
     @property
     def warmup(self) -> int:
@@ -461,7 +466,8 @@ def _train_mlm(
             save_only_model=False,
             logging_steps=1,
             logging_nan_inf_filter=False,
-            report_to="none",
+            report_to=training_report_to(config.report_to),
+            run_name=out.name,
             disable_tqdm=True,
             remove_unused_columns=False,  # the collator needs special_tokens_mask
             dataloader_pin_memory=cuda,

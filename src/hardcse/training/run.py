@@ -53,6 +53,7 @@ from hardcse.training.card import render_model_card
 from hardcse.training.checkpoints import last_complete_checkpoint, verify_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
 from hardcse.training.report import write_report
+from hardcse.training.tracking import attach_tracking, training_report_to
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,8 @@ def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainin
         greater_is_better=True,
         logging_steps=1,
         logging_nan_inf_filter=False,
-        report_to="none",
+        report_to=training_report_to(config.report_to),
+        run_name=out.name,
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_drop_last=False,
@@ -444,10 +446,12 @@ def run_in_directory(
 
 def train_on(trainer: Any, progress: TrainerCallback, last_ckpt: Path | None) -> None:
     """Run ``trainer`` with hardcse's progress display instead of the trainer's own, resuming from
-    ``last_ckpt``; a checkpoint file that is not plain tensor data is one sentence."""
+    ``last_ckpt``; a checkpoint file that is not plain tensor data is one sentence. The tracking
+    integrations of ``report_to`` also see the method diagnostics (:func:`attach_tracking`)."""
     trainer.remove_callback(HFProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(progress)
+    attach_tracking(trainer)
     try:
         trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
     except pickle.UnpicklingError as err:

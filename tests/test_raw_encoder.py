@@ -1,67 +1,50 @@
-"""The ``raw`` starting encoder: cached build, ``--model raw`` / ``--preset raw`` and their errors.
+"""``benchmarks/raw_encoder.py``: the raw-masked-LM-like starting encoder, built into a directory.
 
 The build itself is the masked-LM run of :mod:`hardcse.training.mlm` (tested in test_mlm.py); here
-its recipe is swapped for the tiny BERT so the cache, the resolution of ``raw`` and the presets can
-be checked in seconds.
+its recipe is swapped for the tiny BERT so the caching and the rebuild are checked in seconds. It
+is a benchmark, not a command: ``hardcse`` has no ``raw-encoder`` command, ``raw`` preset or
+``raw`` model name.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_sentence_error, make_tiny_bert, run_cli, write_corpus
+from helpers import make_tiny_bert, run_cli, write_corpus
 
 from hardcse.errors import ConfigError
-from hardcse.models import defaults
-from hardcse.training import raw_encoder
-from hardcse.training.config import make_config
+from hardcse.models.defaults import resolve_model_name
 from hardcse.training.mlm import MLMConfig
-from hardcse.training.presets import CPU, preset_names, resolve_preset
+from hardcse.training.presets import preset_names, resolve_preset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import raw_encoder  # noqa: E402
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv(defaults.CACHE_ENV, str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def test_the_build_recipe_is_the_measured_one(tmp_path):
+    recipe = raw_encoder.raw_encoder_config(tmp_path / "raw")
+    assert (recipe.reinit_top_layers, recipe.steps, recipe.batch_size, recipe.max_seq_length, recipe.seed) == (
+        4,
+        300,
+        32,
+        32,
+        42,
+    )
+    assert recipe.model == "default" and recipe.lr == 5e-5 and recipe.output == str(tmp_path / "raw")
 
 
-def test_raw_is_refused_with_the_build_command_until_built(cache):
-    with pytest.raises(ConfigError, match="hardcse raw-encoder"):
-        defaults.resolve_model_name("raw")
-    assert defaults.raw_encoder_dir() == cache / "raw-encoder" / defaults.RAW_ENCODER_BUILD
-    assert defaults.display_name("raw").startswith("raw (sentence-transformers/all-MiniLM-L6-v2")
-
-
-def test_train_preset_raw_before_the_build_is_one_sentence_and_creates_nothing(cache, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    code, _, err = run_cli(["train", "--preset", "raw", "--output", str(out), "--quiet"], monkeypatch, capsys)
-    assert_one_sentence_error(code, err, "'raw' starting encoder is not built", "hardcse raw-encoder")
-    assert not out.exists()
-
-
-def test_raw_preset_is_the_cpu_preset_on_the_raw_encoder_for_every_recipe():
-    assert "raw" in preset_names()
-    simcse = resolve_preset("raw", None)
-    assert simcse["model"] == "raw" and simcse["recipe"] == "simcse" and simcse["preset"] == "raw"
-    assert simcse["steps"] == 500 and simcse["eval_steps"] == 125
-    assert {k: v for k, v in simcse.items() if k not in ("model", "steps", "eval_steps", "recipe", "preset")} == {
-        k: v for k, v in CPU.items() if k not in ("model", "steps", "eval_steps")
-    }
-    both = resolve_preset("raw", "clusterns+hsimcse")
-    cpu_both = resolve_preset("cpu", "clusterns+hsimcse")
-    assert both["clusterns"] == cpu_both["clusterns"] and both["hsimcse"] == cpu_both["hsimcse"]
-
-
-def test_build_is_cached_and_model_raw_resolves_to_it(cache, tmp_path, monkeypatch, capsys):
+def test_build_is_kept_and_rebuilt_on_request(tmp_path, capsys):
     bert = make_tiny_bert(tmp_path / "bert")
     corpus = write_corpus(tmp_path / "corpus.txt")
 
-    def tiny_recipe(data_dir=None) -> MLMConfig:
+    def tiny_recipe(output, data_dir=None) -> MLMConfig:
         return MLMConfig(
             model=str(bert),
             corpus=[str(corpus)],
-            output=str(defaults.raw_encoder_dir()),
+            output=str(output),
             steps=4,
             batch_size=8,
             lr=1e-3,
@@ -71,36 +54,20 @@ def test_build_is_cached_and_model_raw_resolves_to_it(cache, tmp_path, monkeypat
             seed=0,
         )
 
-    monkeypatch.setattr(raw_encoder, "raw_encoder_config", tiny_recipe)
-    code, stdout, stderr = run_cli(["raw-encoder", "--quiet"], monkeypatch, capsys)
-    assert code == 0, stderr
-    assert "raw encoder built" in stdout
-    model = defaults.raw_encoder_dir() / "model"
-    assert (model / "config.json").is_file()
-    assert defaults.resolve_model_name("raw") == str(model)
+    out = tmp_path / "raw"
+    model, built = raw_encoder.build_raw_encoder(out, show_progress=False, config=tiny_recipe)
+    assert built and model == out / "model" and (model / "config.json").is_file()
     stamp = (model / "model.safetensors").stat().st_mtime_ns
-
-    code, stdout, _ = run_cli(["raw-encoder", "--quiet"], monkeypatch, capsys)
-    assert code == 0 and "already built" in stdout
-    assert (model / "model.safetensors").stat().st_mtime_ns == stamp  # not trained again
-
-    # With the encoder built, the raw preset passes the checks made before anything loads.
-    config = make_config(preset="raw", recipe="clusterns", output=str(tmp_path / "r"))
-    config.validate()
-    assert config.model == "raw"
-
-    code, stdout, stderr = run_cli(["raw-encoder", "--quiet", "--rebuild"], monkeypatch, capsys)
-    assert code == 0, stderr
-    assert "raw encoder built" in stdout
+    model, built = raw_encoder.build_raw_encoder(out, show_progress=False, config=tiny_recipe)
+    assert not built and (model / "model.safetensors").stat().st_mtime_ns == stamp  # not trained again
+    model, built = raw_encoder.build_raw_encoder(out, rebuild=True, show_progress=False, config=tiny_recipe)
+    assert built and (model / "config.json").is_file()
 
 
-def test_the_build_recipe_is_the_measured_one():
-    recipe = raw_encoder.raw_encoder_config()
-    assert (recipe.reinit_top_layers, recipe.steps, recipe.batch_size, recipe.max_seq_length, recipe.seed) == (
-        4,
-        300,
-        32,
-        32,
-        42,
-    )
-    assert recipe.model == "default" and recipe.lr == 5e-5
+def test_hardcse_has_no_raw_command_preset_or_model_name(monkeypatch, capsys):
+    code, stdout, _ = run_cli(["--help"], monkeypatch, capsys)
+    assert code == 0 and "raw-encoder" not in stdout and "mlm" in stdout
+    assert "raw" not in preset_names()
+    with pytest.raises(ConfigError, match="unknown preset 'raw'"):
+        resolve_preset("raw", None)
+    assert resolve_model_name("raw") == "raw"  # an ordinary (hub) name now

@@ -47,7 +47,7 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from hardcse.cli import compare, convert, download, evaluate, mlm, raw_encoder, train  # noqa: F401
+    from hardcse.cli import compare, convert, download, evaluate, mlm, train  # noqa: F401
 
 
 def _click_classes(name: str) -> tuple[type, ...]:

@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from hardcse.errors import ConfigError
-from hardcse.models.defaults import RAW_MODEL, raw_encoder_path
 from hardcse.objectives.registry import get_method, is_method, method_names, normalize_recipe, recipe_names
 from hardcse.process_group import launched_world_size
 
@@ -148,8 +147,6 @@ class TrainConfig:
             check_templates(self.prompt_template, self.prompt_template2)
         if not self.corpus:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
-        if self.model == RAW_MODEL:
-            raw_encoder_path()  # not built yet: say so before the corpus or a model loads
         from hardcse.training.tracking import report_targets
 
         report_targets(self.report_to)  # known names, each integration's package installed

@@ -4,11 +4,9 @@ A preset is a partial :class:`~hardcse.training.config.TrainConfig`. ``cpu`` (th
 bundled all-MiniLM-L6-v2 with CLS pooling, the corpus in the data directory, batch 64, lr 3e-5,
 250 steps, STS-B dev every 50 steps and the two views in up to four length-sorted passes
 (``length_chunks: 4``); combined with ``--recipe clusterns``, ``--recipe hsimcse`` or a
-composition (``--recipe clusterns+hsimcse``) it takes each method's CPU settings. ``raw`` is the
-same on the papers-like starting encoder (``--model raw``, built once by ``hardcse raw-encoder``),
-500 steps with STS-B dev every 125: the regime where the methods start from an anisotropic,
-raw-MLM-like encoder, as in the papers. The paper presets are the methods' own
-(:attr:`hardcse.objectives.registry.Method.presets`) and set the recipe themselves.
+composition (``--recipe clusterns+hsimcse``) it takes each method's CPU settings. The paper
+presets are the methods' own (:attr:`hardcse.objectives.registry.Method.presets`) and set the
+recipe themselves.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Any
 from hardcse.errors import ConfigError
 from hardcse.objectives.registry import WIKI1M, all_presets, cpu_settings, get_method, method_names, recipe_names
 
-__all__ = ["CPU", "RAW", "WIKI1M", "preset_names", "published_averages", "resolve_preset"]
+__all__ = ["CPU", "WIKI1M", "preset_names", "published_averages", "resolve_preset"]
 
 CPU: dict[str, Any] = {
     "model": "default",
@@ -33,11 +31,8 @@ CPU: dict[str, Any] = {
     "length_chunks": 4,
 }
 
-#: ``raw``: the cpu preset on the papers-like starting encoder, trained longer (it has further to go).
-RAW: dict[str, Any] = {**CPU, "model": "raw", "steps": 500, "eval_steps": 125}
-
 #: Presets that run any recipe with each method's CPU settings.
-_CPU_LIKE: dict[str, dict[str, Any]] = {"cpu": CPU, "raw": RAW}
+_CPU_LIKE: dict[str, dict[str, Any]] = {"cpu": CPU}
 
 
 def published_averages() -> dict[str, float | None]:
@@ -50,15 +45,15 @@ def published_averages() -> dict[str, float | None]:
 
 
 def preset_names() -> list[str]:
-    """``cpu``, ``raw``, one alias per method (``--preset clusterns``: the cpu preset with that recipe;
+    """``cpu``, one alias per method (``--preset clusterns``: the cpu preset with that recipe;
     not ``simcse``, which is the cpu preset's own recipe) and every method's paper presets."""
-    return ["cpu", "raw", *(n for n in method_names() if n != "simcse"), *all_presets()]
+    return ["cpu", *(n for n in method_names() if n != "simcse"), *all_presets()]
 
 
 def resolve_preset(name: str, recipe: str | None) -> dict[str, Any]:
     """The config values of preset ``name`` for ``recipe`` (None: the preset's own, or simcse).
 
-    The ``cpu`` and ``raw`` presets take each recipe method's CPU settings (all of them for a
+    The ``cpu`` preset takes each recipe method's CPU settings (all of them for a
     composed recipe).
     """
     aliases = [n for n in method_names() if n != "simcse"]

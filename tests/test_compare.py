@@ -28,9 +28,9 @@ from hardcse.comparison.stats import (
     paired_bootstrap,
     paired_ttest,
     resample_indices,
-    rowwise_spearman,
 )
 from hardcse.errors import ConfigError, Interrupted
+from hardcse.evaluation.scoring import rowwise_spearman
 from hardcse.training.config import dump_yaml
 
 # ---------------------------------------------------------------------------------------------

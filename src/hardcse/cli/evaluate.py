@@ -85,6 +85,16 @@ def evaluate(
         help="On the CPU in float32, run linear layers on oneDNN with bias and GELU fused (faster; equal to "
         "float32 rounding). --no-fused-kernels uses torch's stock kernels.",
     ),
+    pairs: list[str] | None = typer.Option(
+        None,
+        "--pairs",
+        help="Score your own pairs (repeatable): a TSV, CSV or JSONL file with sentence1, sentence2 and score, a "
+        "saved `datasets` directory, or a domain such as STS-B:captions (its --split). Without --tasks only these "
+        "are scored; each gets a bootstrap 95% interval.",
+    ),
+    pair_columns: str | None = typer.Option(
+        None, "--pair-columns", help="Columns of the --pairs files: sentence 1, sentence 2, score (e.g. s1,s2,label)."
+    ),
     use_mteb: bool = typer.Option(
         False,
         "--mteb",
@@ -104,6 +114,14 @@ def evaluate(
     pooling = check_pooling(pooling)
     aggregation = check_aggregation(aggregation)
     names = None if tasks is None else [t for t in (p.strip() for p in tasks.split(",")) if t]
+    if pairs:
+        if use_mteb:
+            from hardcse.errors import ConfigError
+
+            raise ConfigError("--pairs scores your own files; it cannot be combined with --mteb.")
+        options = (pooling, aggregation, split, batch_size, data_dir, output, trust_remote_code, device)
+        _evaluate_pairs(model, pairs, pair_columns, names, *options, fused_kernels)
+        return
     names = resolve_tasks(names, split)
     if use_mteb:
         _evaluate_with_mteb(model, pooling, names, aggregation, split, batch_size, output, trust_remote_code, device)
@@ -185,3 +203,65 @@ def _evaluate_with_mteb(
     )
     note = SICKR_NOTE if "SICKRelatedness" in result["tasks"] else None
     _print_result(result, f"source=mteb {result['mteb_version']}", note, output)
+
+
+def _evaluate_pairs(
+    model: str,
+    specs: list[str],
+    pair_columns: str | None,
+    names: list[str] | None,
+    pooling: str | None,
+    aggregation: str,
+    split: str,
+    batch_size: int,
+    data_dir: Path | None,
+    output: Path | None,
+    trust_remote_code: bool,
+    device: str | None,
+    fused_kernels: bool,
+) -> None:
+    """``hardcse evaluate --pairs``: the user's pair sets (and the named STS tasks, if any)."""
+    import time
+
+    from hardcse.data.pairs import load_pair_set, unique_names
+    from hardcse.data.sts import canonical_split, load_tasks
+    from hardcse.evaluation.pairs import format_pair_table, score_pair_sets
+    from hardcse.evaluation.scoring import resolve_tasks
+    from hardcse.evaluation.sts import evaluate_model
+    from hardcse.models.defaults import display_name
+    from hardcse.models.loading import load_sentence_model
+
+    split = canonical_split(split)
+    sets = unique_names([load_pair_set(spec, split, data_dir, pair_columns) for spec in specs])
+    task_names = resolve_tasks(names, split) if names else []
+    data = load_tasks(task_names, data_dir, split) if task_names else None
+    check_output_file(output)
+    begin = time.perf_counter()
+    encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
+    scored, _ = score_pair_sets(encoder, sets, batch_size=batch_size, show_progress=sys.stderr.isatty())
+    result: dict = {"model": display_name(model), "pooling": pooling, "split": split, "pairs": scored}
+    if data is not None:
+        result.update(
+            evaluate_model(
+                encoder,
+                data=data,
+                aggregation=aggregation,
+                split=split,
+                batch_size=batch_size,
+                show_progress=sys.stderr.isatty(),
+                model_name=display_name(model),
+                pooling=pooling,
+                fused_kernels=fused_kernels,
+            )
+        )
+        result["pairs"] = scored
+    result["seconds"] = time.perf_counter() - begin
+    console = Console(highlight=False, soft_wrap=True)
+    if data is not None:
+        _print_result(result, f"aggregation={result['aggregation']}  split={split}", None, None)
+    else:
+        console.print(f"{result['model']}  ({result['seconds']:.1f} s)", markup=False)
+    console.print(format_pair_table(scored), markup=False)
+    if output is not None:
+        write_json(result, output)
+        console.print(f"wrote {output}", markup=False)

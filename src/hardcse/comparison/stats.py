@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from hardcse.evaluation.scoring import centered_ranks, spearman_of_ranks
 from hardcse.numeric import nan_to_none
 
 #: Resamples and seed of the paired bootstrap (fixed, so a report is reproducible).
@@ -50,26 +51,6 @@ def paired_ttest(candidate: Sequence[float], baseline: Sequence[float]) -> float
 
     p = float(ttest_rel(candidate, baseline).pvalue)
     return nan_to_none(p)
-
-
-def _centered_ranks(values: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.asarray(values, dtype=np.float64), axis=-1)
-    return ranks - ranks.mean(axis=-1, keepdims=True)
-
-
-def _spearman_of_ranks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1)) * 100.0
-
-
-def rowwise_spearman(gold: np.ndarray, system: np.ndarray) -> np.ndarray:
-    """Spearman x100 of each row of ``gold`` against the same row of ``system`` (average ranks for ties).
-
-    Rows where either side is constant give NaN (the correlation is undefined).
-    """
-    return _spearman_of_ranks(_centered_ranks(gold), _centered_ranks(system))
 
 
 def resample_indices(sizes: Mapping[str, int], resamples: int, seed: int) -> dict[str, np.ndarray]:
@@ -107,9 +88,9 @@ def bootstrap_averages(
     totals = np.zeros((len(runs), resamples), dtype=np.float64)
     for task in tasks:
         idx = indices[task]
-        gold_ranks = _centered_ranks(np.asarray(gold[task], dtype=np.float64)[idx])  # once per task, not per run
+        gold_ranks = centered_ranks(np.asarray(gold[task], dtype=np.float64)[idx])  # once per task, not per run
         for r, run in enumerate(runs):
-            totals[r] += _spearman_of_ranks(gold_ranks, _centered_ranks(np.asarray(run[task], dtype=np.float64)[idx]))
+            totals[r] += spearman_of_ranks(gold_ranks, centered_ranks(np.asarray(run[task], dtype=np.float64)[idx]))
     return totals / len(tasks)
 
 

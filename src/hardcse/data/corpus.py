@@ -1,7 +1,9 @@
 """Reading the unlabelled training corpus.
 
 A corpus is one or more text files with one sentence per line (the format of SimCSE's
-``wiki1m_for_simcse.txt``), or a Hugging Face ``datasets`` name/path and a text column. Blank
+``wiki1m_for_simcse.txt``), a Hugging Face ``datasets`` name/path and a text column, or a built-in
+domain's unlabelled train sentences (``STS-B:captions``, ``STS-B:news``, ``STS-B:forums``, ``SICK``;
+:mod:`hardcse.data.domains`). Blank
 lines are skipped (the official loader turns them into " " sentences, which only add noise).
 Relative paths are looked up in the working directory first, then in the data directory.
 Problems are reported as one :class:`~hardcse.errors.DataError` sentence naming file and line.
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from hardcse.data.domains import canonical_domain, domain_corpus
 from hardcse.errors import DataError
 
 MAX_LINE_CHARS = 100_000  # a "sentence" longer than this is a broken file, not a sentence
@@ -102,10 +105,13 @@ def read_corpus(
     sentences: list[str] = []
     for spec in specs:
         path = _locate(spec, data_dir)
+        domain = canonical_domain(spec) if path is None else None
         if path is not None:
             got = read_text_file(path)
             if not got:
                 raise DataError(f"corpus '{path}' has no sentences (it is empty or holds only blank lines).")
+        elif domain is not None:
+            got = domain_corpus(domain, data_dir)
         elif Path(spec).suffix in (".txt", ".text") or "/" in spec and not _looks_like_hub(spec):
             where = f" (nor in the data directory {data_dir})" if data_dir is not None else ""
             raise DataError(

@@ -11,6 +11,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
+from hardcse.data.pairs import PairSet
 from hardcse.data.sts import DISPLAY_NAMES, METRIC_NAMES, canonical_split, load_tasks
 from hardcse.evaluation.encoding import DEFAULT_BATCH_SIZE
 from hardcse.evaluation.scoring import check_aggregation, resolve_tasks
@@ -28,6 +29,9 @@ class STSEvaluator(BaseEvaluator):
     ``metric_for_best_model="eval_stsb_spearman"`` selects checkpoints (greater is better).
     With several tasks each gets ``{name}_{task}_spearman`` and ``{name}_spearman`` is their
     mean (the primary metric). The pairs are read once, when the evaluator is built.
+
+    ``pair_set`` (a :class:`hardcse.data.pairs.PairSet`: the user's own pairs or a built-in
+    domain's dev split) replaces the tasks: it alone is scored, under ``name`` (default ``dev``).
     """
 
     def __init__(
@@ -40,15 +44,22 @@ class STSEvaluator(BaseEvaluator):
         batch_size: int = DEFAULT_BATCH_SIZE,
         show_progress: bool = False,
         fused_kernels: bool = True,
+        pair_set: PairSet | None = None,
     ) -> None:
         super().__init__()
         self.fused_kernels = fused_kernels
         self.split = canonical_split(split)
-        self.tasks = resolve_tasks(list(tasks), self.split)
         self.aggregation = check_aggregation(aggregation)
         self.batch_size = batch_size
         self.show_progress = show_progress
-        self.data = load_tasks(self.tasks, data_dir, self.split)
+        self.pair_set = pair_set
+        if pair_set is not None:
+            self.tasks = [pair_set.name]
+            self.data = {pair_set.name: {self.split: pair_set.pairs}}
+            name = "dev" if name is None else name
+        else:
+            self.tasks = resolve_tasks(list(tasks), self.split)
+            self.data = load_tasks(self.tasks, data_dir, self.split)
         if name is None:
             name = METRIC_NAMES[self.tasks[0]] if len(self.tasks) == 1 else "sts"
         self.name = name
@@ -72,7 +83,7 @@ class STSEvaluator(BaseEvaluator):
             metrics[self.primary_metric] = results[self.tasks[0]]["spearman"]
         logger.info(
             "STS evaluation (%s, %s) at epoch %s step %s: %s",
-            ", ".join(DISPLAY_NAMES[t] for t in self.tasks),
+            ", ".join(DISPLAY_NAMES.get(t, t) for t in self.tasks),
             self.split,
             epoch,
             steps,
@@ -89,4 +100,6 @@ class STSEvaluator(BaseEvaluator):
         return "Semantic Similarity (STS)"
 
     def get_config_dict(self) -> dict[str, Any]:
+        if self.pair_set is not None:
+            return {"pairs": self.pair_set.name, "source": self.pair_set.source}
         return {"tasks": self.tasks, "split": self.split, "aggregation": self.aggregation}

@@ -114,3 +114,25 @@ def average(task_results: Mapping[str, Mapping[str, Any]]) -> float:
     """Mean of the per-task Spearman values, each rounded to two decimals first (SimCSE's ``Avg``)."""
     values = [round(r["spearman"], 2) for r in task_results.values()]
     return float(np.mean(values)) if values else math.nan
+
+
+def centered_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks along the last axis, minus their mean (ties share a rank)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.asarray(values, dtype=np.float64), axis=-1)
+    return ranks - ranks.mean(axis=-1, keepdims=True)
+
+
+def spearman_of_ranks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman x100 from two centred rank arrays (Pearson of the ranks), row by row."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1)) * 100.0
+
+
+def rowwise_spearman(gold: np.ndarray, system: np.ndarray) -> np.ndarray:
+    """Spearman x100 of each row of ``gold`` against the same row of ``system`` (average ranks for ties).
+
+    Rows where either side is constant give NaN (the correlation is undefined).
+    """
+    return spearman_of_ranks(centered_ranks(gold), centered_ranks(system))

@@ -22,6 +22,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: each option's text wraps across the terminal's width (rich's table gave it a
+    # column two or three words wide at 80 columns); examples in the epilogs keep their lines.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100, "help_option_names": ["-h", "--help"]},
 )
 
 
@@ -48,6 +52,9 @@ def _root(
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
     from hardcse.cli import compare, convert, download, evaluate, mlm, train  # noqa: F401
+    from hardcse.cli.examples import add_examples
+
+    add_examples(app)
 
 
 def _click_classes(name: str) -> tuple[type, ...]:

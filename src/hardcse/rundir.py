@@ -122,7 +122,9 @@ def check_output_dir(path: Path, kind: str, *, overwrite: bool, resume: bool, op
     A non-empty directory needs ``overwrite`` (replace it) or ``resume`` (continue it); neither may
     touch a directory another process is writing to. The nearest existing ancestor must be writable.
     """
-    path = Path(path).expanduser()
+    from hardcse.safety import check_path_fits
+
+    path = check_path_fits(path, option)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output '{path}' exists and is not a directory; choose another {option}.")
     busy = path.is_dir() and any(p.name != LOCK for p in path.iterdir())

@@ -4,17 +4,26 @@ Each sub-command lives in its own module and registers itself on :data:`app`. Th
 path for the whole command line (:func:`run`): errors a user can cause
 (:class:`hardcse.errors.HardcseError`) and usage errors of typer/click print one sentence
 (``error: ...``) and exit non-zero (2 for usage errors), Ctrl-C exits 130; never a traceback
-for these.
+for these. Every other exception is reported the same way (:func:`unexpected_error`): one
+sentence naming the command, the operation and the file where there is one; ``--debug`` or
+``HARDCSE_DEBUG=1`` shows the traceback instead. SIGTERM and SIGHUP stop a command as Ctrl-C
+does, with exit status 143 and 129 (:mod:`hardcse.training.signals`: training saves a checkpoint
+of the step in progress first).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Sequence
 
 import typer
 
 from hardcse.errors import HardcseError
+
+#: Environment variable that shows the traceback of an unexpected error (as ``--debug``).
+DEBUG_ENV = "HARDCSE_DEBUG"
 
 app = typer.Typer(
     name="hardcse",
@@ -45,8 +54,13 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help=f"Show the traceback of an unexpected error (same as {DEBUG_ENV}=1)."
+    ),
 ) -> None:
     """Train sentence encoders without labels (SimCSE, ClusterNS, HSimCSE) and evaluate them on STS."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 def _register() -> None:
@@ -104,37 +118,90 @@ def quiet_library_logs() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
 
 
+def _command(args: Sequence[str]) -> str:
+    """The sub-command named in ``args`` (for messages), or ``hardcse`` itself."""
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
+    return next((f"hardcse {a}" for a in args if a in names), "hardcse")
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unexpected_error(err: BaseException, command: str) -> tuple[str, int]:
+    """An exception no check anticipated as (one sentence, exit status).
+
+    A full disk is exit 3 as in training; a file the operating system refused (a name too long,
+    a file where a directory must be, no permission) names the file, exit 2; anything else names
+    the command and the error, exit 1, and says how to see the traceback.
+    """
+    from hardcse.safety import brief, brief_path, disk_full_message, is_disk_full
+
+    filename = getattr(err, "filename", None)
+    if is_disk_full(err):
+        where = filename or "."
+        doing = f"{command} was writing '{brief_path(where)}'"
+        return disk_full_message(where, doing, "free some space and run it again"), 3
+    if isinstance(err, OSError) and filename:
+        if err.errno == errno.ENAMETOOLONG:
+            return (
+                f"{command}: the path '{brief_path(filename)}' is longer than the file system allows; "
+                "choose a shorter name."
+            ), 2
+        reason = err.strerror or type(err).__name__
+        return f"{command} could not use '{brief_path(filename)}' ({reason}); check the path.", 2
+    detail = " ".join(str(err).split())
+    detail = f"{type(err).__name__}: {brief(detail, 160)[1:-1]}" if detail else type(err).__name__
+    return (
+        f"{command} failed unexpectedly ({detail}); run it again with --debug (or {DEBUG_ENV}=1) to see where."
+    ), 1
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    from hardcse.training.signals import exit_status, handling, received, signal_name
+
     args = list(sys.argv[1:] if argv is None else argv)
     _quiet_progress_bars(not sys.stderr.isatty() or "--quiet" in args)
     _register()
+    with handling():
+        status, message = _run(args)
+        signum = received()
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
+    elif status == 130 and signum is not None:
+        # typer turns the KeyboardInterrupt a SIGTERM/SIGHUP raised into 130: give the signal's status.
+        print(f"error: stopped by {signal_name(signum)}.", file=sys.stderr)
+        return exit_status(signum)
+    elif status == 130:
+        print("error: interrupted.", file=sys.stderr)
+    return status
+
+
+def _run(args: list[str]) -> tuple[int, str | None]:
+    """``app`` on ``args``: (exit status, the error sentence or ``None``)."""
     try:
         status = app(args=args, standalone_mode=False)
     except HardcseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted.", file=sys.stderr)
-        return 130
+        return err.exit_code, str(err)
+    except KeyboardInterrupt as err:
+        code = getattr(err, "exit_code", 130)
+        return code, "interrupted." if code == 130 else f"stopped by {err}."
     except Exception as err:
         if isinstance(err, _click_classes("NoArgsIsHelpError")):
             print(err.ctx.get_help())  # type: ignore[attr-defined]
-            return 2
+            return 2, None
         if isinstance(err, _click_classes("UsageError")):
-            print(f"error: {_usage_sentence(err)}", file=sys.stderr)
-            return 2
+            return 2, _usage_sentence(err)
         if isinstance(err, _click_classes("ClickException")):
-            print(f"error: {_usage_sentence(err)}", file=sys.stderr)
-            return int(getattr(err, "exit_code", 1))
+            return int(getattr(err, "exit_code", 1)), _usage_sentence(err)
         if isinstance(err, _click_classes("Abort")):
-            print("error: aborted.", file=sys.stderr)
-            return 1
-        raise
+            return 1, "aborted."
+        if _debugging():
+            raise
+        return unexpected_error(err, _command(args))[::-1]
     # Non-standalone typer returns an Exit's code (130 after a KeyboardInterrupt it caught).
-    if status == 130:
-        print("error: interrupted.", file=sys.stderr)
-    return status if isinstance(status, int) else 0
+    return (status if isinstance(status, int) else 0), None
 
 
 def main() -> None:

@@ -61,11 +61,14 @@ def compare(
             show_progress=not quiet,
             log=lambda line: tqdm.write(line),
         )
-    except (Interrupted, KeyboardInterrupt):
-        raise Interrupted(
+    except (Interrupted, KeyboardInterrupt) as err:
+        # Ctrl-C exits 130; SIGTERM/SIGHUP 128 + the signal (the run in progress saved a checkpoint).
+        stopped = Interrupted(
             f"interrupted; finished runs in '{output}' are kept, and the same hardcse compare command continues "
             "the comparison (an interrupted run resumes from its last checkpoint)."
-        ) from None
+        )
+        stopped.exit_code = getattr(err, "exit_code", Interrupted.exit_code)
+        raise stopped from None
     typer.echo("")
     typer.echo(format_report(summary).split("## Runs")[0].rstrip())
     typer.echo(f"\nreport: {Path(output) / 'report.md'} (+ report.json, curves.png)")

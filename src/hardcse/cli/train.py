@@ -10,6 +10,7 @@ import yaml
 
 from hardcse.cli import app
 from hardcse.errors import ConfigError
+from hardcse.safety import brief_path, check_inputs_outside, input_paths, load_yaml_text
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -21,9 +22,11 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
         if not sep or not key or key.startswith(".") or key.endswith("."):
             raise ConfigError(f"--set expects KEY=VALUE (e.g. --set dropout=0.1), got '{item}'.")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml_text(raw, f"--set {brief_path(key)}")
         except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: '{raw}' is not a valid value (YAML syntax).") from None
+            raise ConfigError(
+                f"--set {brief_path(key)}: '{brief_path(raw)}' is not a valid value (YAML syntax)."
+            ) from None
         if "." in key:
             group, sub = key.split(".", 1)
             nested = values.setdefault(group, {})
@@ -172,6 +175,9 @@ def train(
             "the configuration asks for trust_remote_code; pass --trust-remote-code if you trust the model's code."
         )
     cfg.trust_remote_code = trust_remote_code
+    if overwrite and config is not None and Path(cfg.output).expanduser().is_dir():
+        # --overwrite never deletes the --config file the new run was made from.
+        check_inputs_outside(Path(cfg.output), input_paths([config]), "--output", "run")
     results = run(cfg, overwrite=overwrite, resume=resume, show_progress=not quiet)
     typer.echo("")
     typer.echo(format_comparison(results["start"], results["test"], labels=("untrained", "trained")))

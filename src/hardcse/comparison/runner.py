@@ -24,7 +24,8 @@ import yaml
 from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_json
 from hardcse.objectives.registry import is_method, method_names, recipe_names
-from hardcse.rundir import LOCK, MARKER
+from hardcse.rundir import LOCK, MARKER, run_kind
+from hardcse.safety import brief, check_directory_option, check_replace_target
 from hardcse.training.checkpoints import last_complete_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
 
@@ -32,6 +33,12 @@ from hardcse.training.config import TrainConfig, dump_yaml
 FIRST_SEED = 42
 #: Per-run bookkeeping written by the comparison (training seconds, resume step).
 RUN_INFO = "compare.json"
+#: The most seeds one comparison runs per recipe (a count of a million would plan for minutes).
+MAX_SEEDS = 1000
+#: The run-directory kind (:mod:`hardcse.rundir`) of a comparison directory.
+COMPARE_KIND = "compare"
+#: Keys of the report's ``report.json`` that identify it as a comparison's (older directories have no marker).
+REPORT_KEYS = {"seeds", "baseline", "recipes", "tasks"}
 
 Log = Callable[[str], None]
 
@@ -68,12 +75,21 @@ def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
     if isinstance(seeds, int):
         if seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {seeds}.")
+        if seeds > MAX_SEEDS:
+            raise ConfigError(
+                f"--seeds asks for {brief(seeds)} seeds; a comparison runs at most {MAX_SEEDS} seeds per recipe."
+            )
         return list(range(FIRST_SEED, FIRST_SEED + seeds))
     values = [int(s) for s in seeds]
     if not values:
         raise ConfigError("--seeds is empty; give a count such as 3 or a list such as 42,43,44.")
+    if len(values) > MAX_SEEDS:
+        raise ConfigError(f"--seeds lists {len(values)} seeds; a comparison runs at most {MAX_SEEDS} seeds per recipe.")
     if len(set(values)) != len(values):
-        raise ConfigError(f"--seeds lists a seed twice: {','.join(map(str, values))}.")
+        raise ConfigError(f"--seeds lists a seed twice: {brief(values)}.")
+    bad = [v for v in values if not 0 <= v < 2**32]
+    if bad:
+        raise ConfigError(f"--seeds: every seed must be between 0 and 2**32 - 1, got {brief(bad[0])}.")
     return values
 
 
@@ -295,6 +311,41 @@ def _train_timer() -> Any:
     return TrainTimer()
 
 
+def is_comparison_dir(path: Path) -> bool:
+    """True for a directory ``hardcse compare`` made: its marker; for older ones a ``report.json``
+    of a comparison, or nothing but runs, shared start files and hidden files."""
+    if run_kind(path) == COMPARE_KIND:
+        return True
+    report = path / "report.json"
+    if report.is_file():
+        values = _read_json(report)
+        return isinstance(values, dict) and REPORT_KEYS <= set(values)
+    for entry in path.iterdir():
+        if entry.name.startswith(".") or (entry.name.startswith("start-") and entry.suffix == ".json"):
+            continue
+        if entry.is_dir() and (
+            run_kind(entry) == "train" or (entry / "config.yaml").is_file() or not any(entry.iterdir())
+        ):
+            continue  # a run (run_state compares its configuration), or a run that never started
+        return False
+    return True
+
+
+def check_comparison_dir(output: str | Path) -> Path:
+    """Refuse (one sentence, touching nothing) an ``--output`` whose files the comparison would
+    overwrite: a file, or a non-empty directory that is not a comparison (report.md, report.json
+    and curves.png of the user's own, the working directory, home, ...)."""
+    out = check_directory_option(output, "--output")
+    if out.is_dir() and any(out.iterdir()):
+        check_replace_target(out, option="--output", what="comparison", own=is_comparison_dir(out))
+    return out
+
+
+def _mark_comparison_dir(out: Path) -> None:
+    if not (out / MARKER).is_file():
+        atomic_write_json(out / MARKER, {"kind": COMPARE_KIND, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
 def run_all(
     plan: Sequence[RunSpec],
     output: str | Path,
@@ -311,12 +362,13 @@ def run_all(
     from hardcse.training.run import preflight, train
 
     say = log or (lambda _msg: None)
-    out = Path(output).expanduser()
+    out = check_comparison_dir(output)
     states = {spec.name: run_state(spec, overwrite=overwrite) for spec in plan}
     for spec in plan:  # every run that will train is checked before the comparison creates anything
         if states[spec.name] != "finished":
             preflight(spec.config)
     out.mkdir(parents=True, exist_ok=True)
+    _mark_comparison_dir(out)
     results: dict[str, dict] = {}
     width = len(str(len(plan)))
     for number, spec in enumerate(plan, 1):

@@ -29,11 +29,14 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
     """Return the data directory: ``data_dir``, else ``$HARDCSE_DATA``, else ``~/.cache/hardcse/data``.
 
     The path is user-expanded (``~``) but not required to exist: ``hardcse download`` creates
-    it, and the loaders report missing files themselves.
+    it, and the loaders report missing files themselves. A path that names a file, or that the file
+    system cannot hold, is refused in one sentence.
     """
+    from hardcse.safety import check_directory_option
+
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
+        return check_directory_option(data_dir, "--data-dir")
     env = os.environ.get(DATA_ENV)
     if env:
-        return Path(env).expanduser()
-    return DEFAULT_DATA_DIR.expanduser()
+        return check_directory_option(env, f"${DATA_ENV}")
+    return check_directory_option(DEFAULT_DATA_DIR, "the data directory")

@@ -38,6 +38,7 @@ from torch import Tensor
 from hardcse.errors import ConfigError, DataError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.loading import POOLING_MODES, check_pooling
+from hardcse.safety import check_path_fits
 
 #: Weight files looked for in a checkpoint directory, in order of preference.
 WEIGHT_FILES = (
@@ -313,6 +314,50 @@ def _readme(report: ConversionReport) -> str:
     )
 
 
+def is_conversion(path: Path) -> bool:
+    """True for a directory that ``hardcse convert`` wrote (its record next to ``modules.json``)."""
+    return (path / RECORD_FILE).is_file() and (path / "modules.json").is_file()
+
+
+def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an ``OUTPUT`` that converting would destroy, touching nothing (one sentence).
+
+    Never the working directory, its parents, home or ``/``; never the checkpoint or a directory
+    holding it; an existing non-empty directory only with ``overwrite``, and only when it is a
+    model that ``hardcse convert`` wrote (:func:`is_conversion`).
+    """
+    from hardcse.safety import brief_path, check_replace_target, protected_paths
+
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output '{brief_path(output)}' is a file; choose a directory path for the model.")
+    if output.resolve() in protected_paths():
+        raise ConfigError(
+            f"refusing to write the model to '{brief_path(output)}': it is the working directory, one of its parents, "
+            "the home directory or '/'; choose a new directory such as ./converted."
+        )
+    if output.exists() and not overwrite:
+        raise ConfigError(
+            f"output {brief_path(output)} already exists; pass --overwrite to replace it or choose another path."
+        )
+    if output.is_dir() and any(output.iterdir()):
+        check_replace_target(output, option="OUTPUT", what="conversion", own=is_conversion(output), inputs=inputs)
+    for item in inputs:
+        if output.resolve() == item or output.resolve() in item.parents:
+            raise ConfigError(f"output {brief_path(output)} is the checkpoint directory itself; choose another path.")
+
+
+def _refuse_prompt_model(directory: Path) -> None:
+    """A prompt model's vector is the [MASK] state of its template, which a plain Transformer +
+    Pooling model cannot express: refuse instead of writing a model that encodes differently."""
+    from hardcse.models.prompt import hardcse_module_types
+
+    if hardcse_module_types(directory):
+        raise ConfigError(
+            f"'{directory}' is a hardcse prompt model: its vector is the [MASK] state of its template, which a "
+            "converted Transformer + Pooling model would drop; use the model as it is (hardcse evaluate loads it)."
+        )
+
+
 def convert_checkpoint(
     source: str | Path,
     output: str | Path,
@@ -354,13 +399,11 @@ def convert_checkpoint(
             "choose cls, mean, max, lasttoken or weightedmean."
         )
     pooling = check_pooling(pooling) or "cls"
-    source = Path(source).expanduser()
-    output = Path(output).expanduser()
+    source = check_path_fits(source, "CHECKPOINT")
+    output = check_path_fits(output, "OUTPUT")
+    _refuse_prompt_model(source if source.is_dir() else source.parent)
     directory, weights = _weights_file(source)
-    if output.exists() and not overwrite:
-        raise ConfigError(f"output {output} already exists; pass --overwrite to replace it or choose another path.")
-    if output.resolve() == directory.resolve():
-        raise ConfigError(f"output {output} is the checkpoint directory itself; choose another path.")
+    check_output(output, [directory.resolve(), weights.resolve()], overwrite)
 
     config = _load_config(directory)
     state = read_state_dict(weights)

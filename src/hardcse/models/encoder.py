@@ -18,7 +18,7 @@ from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 from hardcse.errors import ConfigError
 from hardcse.models.defaults import resolve_model_name
 from hardcse.models.head import TrainOnlyHead
-from hardcse.models.loading import check_model_weights
+from hardcse.models.loading import check_model_weights, check_tokenizer_files
 
 POOLINGS = ("cls", "mean", "max")
 
@@ -56,6 +56,7 @@ def build_training_model(
                 "(sentence-transformers); point --model to a saved model directory."
             )
         check_model_weights(local)
+        check_tokenizer_files(local)
     elif local.exists():
         raise ConfigError(f"model path '{local}' is a file, not a model directory; point --model to the directory.")
     config_kwargs = {}

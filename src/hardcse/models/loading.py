@@ -18,6 +18,7 @@ SimCSE's ``--pooler cls`` for *supervised* checkpoints is not reproduced. ``mean
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -145,6 +146,58 @@ def check_model_weights(name_or_path: str | Path) -> None:
                 )
 
 
+#: Files holding a tokenizer's vocabulary: a local model directory needs at least one of them.
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "sentencepiece.model",
+    "tokenizer.model",
+    "spm.model",
+)
+
+
+def transformer_folders(path: Path) -> list[Path]:
+    """Where the tokenizer of the local model ``path`` may be: ``path`` itself and, for a
+    sentence-transformers directory, the folder of its Transformer module (``modules.json``)."""
+    folders = [path]
+    modules = path / "modules.json"
+    if not modules.is_file():
+        return folders
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError("not a list")
+        for entry in entries:
+            if str(entry.get("type", "")).endswith("Transformer") and str(entry.get("path", "")):
+                folders.append(path / str(entry["path"]))
+    except (OSError, ValueError, AttributeError, TypeError, UnicodeDecodeError):
+        raise DataError(
+            f"'{modules}' is not a valid sentence-transformers module list (a JSON list of modules); save or "
+            "download the model again."
+        ) from None
+    return folders
+
+
+def check_tokenizer_files(name_or_path: str | Path) -> None:
+    """Refuse a local model directory without tokenizer files (one sentence).
+
+    transformers would build a tokenizer of a handful of special tokens instead, so every word
+    becomes [UNK]: training and scores would run and be meaningless. Hub names are left to the loader.
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return
+    folders = transformer_folders(path)
+    if not any((folder / name).is_file() for folder in folders for name in VOCABULARY_FILES):
+        raise DataError(
+            f"model directory '{path}' has no tokenizer files ({', '.join(VOCABULARY_FILES[:3])}, ...), so every "
+            "word would become an unknown token; copy the tokenizer files of its base model into it."
+        )
+
+
 def _local_dir(name: str) -> str:
     """``name`` itself if it is a local directory, else its hub snapshot in the local cache."""
     if Path(name).expanduser().is_dir():
@@ -205,6 +258,7 @@ def load_sentence_model(
     name = resolve_model_name(name_or_path)
     kind = _locate(name)
     check_model_weights(name)
+    check_tokenizer_files(name)
     remote = {"trust_remote_code": True} if trust_remote_code else {}
 
     if kind == "st" and _hardcse_modules(name):
@@ -243,9 +297,14 @@ def load_sentence_model(
             logger.info("pooling override: dropping modules %s", ", ".join(dropped))
         transformer = first
     else:
-        transformer = Transformer(
-            name, model_kwargs=dict(remote), processor_kwargs=dict(remote), config_kwargs=dict(remote)
-        )
+        try:
+            transformer = Transformer(
+                name, model_kwargs=dict(remote), processor_kwargs=dict(remote), config_kwargs=dict(remote)
+            )
+        except (OSError, ValueError, KeyError) as err:  # no weights, a config transformers cannot read
+            raise DataError(
+                f"model '{display_name(name_or_path)}' could not be loaded ({str(err).strip().splitlines()[0][:200]})."
+            ) from None
     mode = POOLING_MODES[pooling or DEFAULT_HF_POOLING]
     pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=mode)
     return SentenceTransformer(modules=[transformer, pool], device=device)

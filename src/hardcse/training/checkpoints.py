@@ -17,6 +17,13 @@ turns a refusal into one sentence. ``weights_only`` unpickling only rebuilds ten
 allow-list of plain types (numpy arrays for the RNG states), so a file whose unpickling would run
 code is refused without running it. ``training_args.bin`` is a pickled Python object the trainer
 writes for reference and never loads; it is not read here either.
+
+What a resume may delete: hardcse writes :data:`SAVING` into a checkpoint directory before the
+trainer saves into it (:class:`SaveGuard`), so a save cut short is recognisable. An incomplete
+checkpoint is deleted on ``--resume`` only when it is recognisably such a save (the marker, or no
+``trainer_state.json``: nothing could resume from it); one with the trainer's state but without
+hardcse's files (written by an older hardcse or another tool) is never deleted:
+:func:`check_resumable` refuses in one sentence and says what to do.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from hardcse.errors import ConfigError
 
@@ -39,6 +47,8 @@ HISTORY_FILE = "hardcse_history.json"
 TRAINER_STATE = "trainer_state.json"
 #: Written last into every checkpoint: their presence marks it complete.
 REQUIRED = (TRAINER_STATE, HISTORY_FILE, STATE_FILE)
+#: Written first into every checkpoint hardcse saves: an incomplete one holding it is a save cut short.
+SAVING = "hardcse_saving.json"
 #: Pickled files the trainer loads on resume (``torch.load``); checked before it does.
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 NEVER_LOADED = ("training_args.bin",)
@@ -59,12 +69,54 @@ def is_complete(path: Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in REQUIRED)
 
 
+def is_interrupted_save(path: Path) -> bool:
+    """True for an incomplete checkpoint that is recognisably a save cut short: hardcse's
+    :data:`SAVING` mark, or no trainer state (nothing can resume from it)."""
+    return not is_complete(path) and ((path / SAVING).is_file() or not (path / TRAINER_STATE).is_file())
+
+
+def unrecognised_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints under ``root`` newer than the newest complete one that hold the trainer's state
+    but not hardcse's files, without hardcse's save mark (an older hardcse or another tool wrote
+    them): a resume neither uses nor deletes them."""
+    if not root.is_dir():
+        return []
+    found = sorted(
+        ((step, p) for p in root.iterdir() if p.is_dir() and (step := checkpoint_step(p)) is not None),
+        reverse=True,
+    )
+    foreign = []
+    for _step, path in found:
+        if is_complete(path):
+            break
+        if not is_interrupted_save(path):
+            foreign.append(path)
+    return foreign
+
+
+def check_resumable(root: Path, command: str = "train") -> None:
+    """Refuse ``--resume`` (one sentence) when a checkpoint newer than the last complete one is not
+    recognisably hardcse's: resuming would skip it and the trainer's rotation could delete it."""
+    foreign = unrecognised_checkpoints(root)
+    if not foreign:
+        return
+    newest = foreign[0]
+    earlier = last_complete_checkpoint(root)
+    then = f"to resume from {earlier.name}" if earlier is not None else "to start the run from the beginning"
+    raise ConfigError(
+        f"refusing to resume: {newest} has no hardcse state ({HISTORY_FILE}, {STATE_FILE}), so it was written by "
+        f"another version or tool and cannot be continued exactly; move it out of {root} {then}, or start a new "
+        f"run with another --output (hardcse {command} deletes nothing it does not recognise)."
+    )
+
+
 def last_complete_checkpoint(root: Path, remove_incomplete: bool = False) -> Path | None:
     """The newest complete checkpoint under ``root`` (None if there is none).
 
     Newer incomplete checkpoints (a save cut short) are skipped with a warning and, with
-    ``remove_incomplete`` (the main process of a resumed run), deleted, so the trainer's own
-    checkpoint rotation never mistakes them for real ones.
+    ``remove_incomplete`` (the main process of a resumed run), deleted when they are recognisably
+    an interrupted save (:func:`is_interrupted_save`), so the trainer's own checkpoint rotation never
+    mistakes them for real ones; any other incomplete checkpoint is left as it is.
     """
     if not root.is_dir():
         return None
@@ -76,7 +128,7 @@ def last_complete_checkpoint(root: Path, remove_incomplete: bool = False) -> Pat
         if is_complete(path):
             return path
         logger.warning("checkpoint %s is incomplete (its save was interrupted); it is skipped", path)
-        if remove_incomplete:
+        if remove_incomplete and is_interrupted_save(path):
             shutil.rmtree(path, ignore_errors=True)
     return None
 
@@ -122,3 +174,19 @@ def verify_checkpoint(checkpoint: Path) -> None:
         foreign = [t for t in types if not t.startswith(MODULE_PACKAGES)]
         if foreign:
             raise _refuse(modules, checkpoint, f"names foreign module code ({', '.join(foreign)})")
+
+
+class SaveGuard(TrainerCallback):
+    """Marks each checkpoint directory with :data:`SAVING` before the trainer saves into it.
+
+    The trainer decides to save in ``on_step_end`` (its flow callback comes first) and saves right
+    after the callbacks ran; this callback, added last, creates ``checkpoint-STEP`` with the mark
+    in between, so a save cut short (a kill, a full disk) is recognisably hardcse's own.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - the trainer's signature
+        if control.should_save and state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
+            if not is_complete(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / SAVING).write_text(json.dumps({"step": int(state.global_step)}) + "\n", encoding="utf-8")

@@ -20,6 +20,7 @@ import yaml
 from hardcse.errors import ConfigError
 from hardcse.objectives.registry import get_method, is_method, method_names, normalize_recipe, recipe_names
 from hardcse.process_group import launched_world_size
+from hardcse.safety import brief, load_yaml_text
 
 
 @dataclass
@@ -169,6 +170,7 @@ class TrainConfig:
         for name in [*names, *(n for n in self.methods if n not in names)]:
             method = get_method(name)
             values = check_fields(method.config_class, self.methods.get(name, {}), "the configuration", f"{name}.")
+            check_method_seed(name, values)
             configs[name] = method.make_config(values)
         world = launched_world_size()
         for name in names:
@@ -243,6 +245,15 @@ def config_keys() -> list[str]:
     return [*(f for f in _FIELD_NAMES if f != "methods"), *method_names()]
 
 
+def check_method_seed(method: str, values: dict[str, Any]) -> None:
+    """A method's own ``seed`` (``clusterns.seed``, ``hsimcse.seed``) gets the run seed's range check."""
+    seed = values.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        raise ConfigError(
+            f"{method}.seed must be between 0 and 2**32 - 1 (or null: the run's seed), got {brief(seed)}."
+        )
+
+
 def _at_least(name: str, value: int | None, low: int) -> None:
     if value is not None and value < low:
         raise ConfigError(f"{name} must be at least {low}, got {value}.")
@@ -258,14 +269,16 @@ def check_fields(cls: type, values: Any, source: str, prefix: str = "") -> dict[
     spelled ``a+b``.
     """
     if not isinstance(values, dict):
-        raise ConfigError(f"'{prefix.rstrip('.')}' in {source} must be a mapping of keys to values, got {values!r}.")
+        raise ConfigError(
+            f"'{prefix.rstrip('.')}' in {source} must be a mapping of keys to values, got {brief(values)}."
+        )
     top = cls is TrainConfig
     names = config_keys() if top else [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in values if key not in names]
     if unknown:
         valid = ", ".join(prefix + n for n in sorted(names))
         raise ConfigError(
-            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(repr(prefix + str(k)) for k in unknown)} "
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(brief(prefix + str(k)) for k in unknown[:10])} "
             f"in {source}; valid keys are {valid}."
         )
     hints = typing.get_type_hints(cls)
@@ -295,7 +308,7 @@ def _checked_value(key: str, hint: Any, value: Any, source: str) -> Any:
     if bool in args:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"'{key}' in {source} must be true or false, got {value!r}.")
+        raise ConfigError(f"'{key}' in {source} must be true or false, got {brief(value)}.")
     if float in args or int in args:
         number = value
         if isinstance(value, str):
@@ -304,26 +317,26 @@ def _checked_value(key: str, hint: Any, value: Any, source: str) -> Any:
             except ValueError:
                 number = None
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise ConfigError(f"'{key}' in {source} must be a number, got {value!r}.")
+            raise ConfigError(f"'{key}' in {source} must be a number, got {brief(value)}.")
         if not math.isfinite(number):
-            raise ConfigError(f"'{key}' in {source} must be a finite number, got {value!r}.")
+            raise ConfigError(f"'{key}' in {source} must be a finite number, got {brief(value)}.")
         if float in args:
             return float(number) if isinstance(value, str) else number
         if float(number).is_integer():
             return int(number)
-        raise ConfigError(f"'{key}' in {source} must be a whole number, got {value!r}.")
+        raise ConfigError(f"'{key}' in {source} must be a whole number, got {brief(value)}.")
     if str in args:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"'{key}' in {source} must be text, got {value!r}.")
+        raise ConfigError(f"'{key}' in {source} must be text, got {brief(value)}.")
     origins = {typing.get_origin(a) for a in args}
     if list in origins:
         items = [value] if isinstance(value, str) else value
         if isinstance(items, (list, tuple)) and all(isinstance(item, str) for item in items):
             return list(items)
-        raise ConfigError(f"'{key}' in {source} must be a list of text values, got {value!r}.")
+        raise ConfigError(f"'{key}' in {source} must be a list of text values, got {brief(value)}.")
     if dict in origins and not isinstance(value, dict):
-        raise ConfigError(f"'{key}' in {source} must be a mapping of keys to values, got {value!r}.")
+        raise ConfigError(f"'{key}' in {source} must be a mapping of keys to values, got {brief(value)}.")
     return value
 
 
@@ -333,7 +346,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist.")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = load_yaml_text(path.read_text(encoding="utf-8"), f"config file '{path}'") or {}
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {err.start}); re-encode it.") from None
     except yaml.YAMLError as err:
@@ -364,7 +377,7 @@ def make_config(
     if isinstance(recipe, (list, tuple)):
         recipe = normalize_recipe(recipe)
     if not isinstance(preset, str) or not (recipe is None or isinstance(recipe, str)):
-        raise ConfigError(f"preset and recipe must be names, got {preset!r} and {recipe!r}.")
+        raise ConfigError(f"preset and recipe must be names, got {brief(preset)} and {brief(recipe)}.")
     base = TrainConfig.from_dict(resolve_preset(preset, recipe), source=f"preset '{preset}'")
     config = base.updated(source=source, **{k: v for k, v in file_values.items() if k != "preset"})
     config = config.updated(source="the options", **overrides)

@@ -58,6 +58,7 @@ from hardcse.errors import ConfigError, DataError, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name, resolve_model_name
 from hardcse.numeric import is_finite_number
+from hardcse.safety import brief, load_yaml_text
 from hardcse.training.tracking import report_targets, training_report_to
 
 logger = logging.getLogger(__name__)
@@ -141,6 +142,11 @@ class MLMConfig:
             raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be 0 or more, got {self.warmup_steps}.")
+        # The same value checks as `hardcse train`.
+        if self.max_sentences is not None and self.max_sentences < 1:
+            raise ConfigError(f"--max-sentences must be at least 1, got {self.max_sentences}.")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must be between 0 and 2**32 - 1, got {brief(self.seed)}.")
         if not self.corpus:
             raise ConfigError("no corpus given; pass --corpus FILE (one sentence per line).")
         report_targets(self.report_to)  # known names, each integration's package installed
@@ -156,7 +162,7 @@ class MLMConfig:
     def from_yaml(cls, path: Path) -> MLMConfig:
         """The configuration saved in a run directory (for ``--resume``)."""
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = load_yaml_text(path.read_text(encoding="utf-8"), f"the saved configuration '{path}'") or {}
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(
                 f"cannot read the saved configuration '{path}' ({err}); start again with --overwrite."
@@ -216,6 +222,9 @@ def load_tokenizer(name: str, path: str, trust_remote_code: bool = False) -> Any
     """The model's own tokenizer; :class:`ConfigError` when it has none or it has no mask token."""
     from transformers import AutoTokenizer
 
+    from hardcse.models.loading import check_tokenizer_files
+
+    check_tokenizer_files(path)  # else transformers builds a vocabulary of special tokens alone
     try:
         with _transformers_quiet():
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -405,7 +414,12 @@ def _train_mlm(
     from hardcse.data.corpus import read_corpus
     from hardcse.data.paths import resolve_data_dir
     from hardcse.training.callbacks import HistoryCallback, NaNGuardCallback, ObjectiveStateCallback, ProgressCallback
-    from hardcse.training.checkpoints import checkpoint_step, last_complete_checkpoint, verify_checkpoint
+    from hardcse.training.checkpoints import (
+        check_resumable,
+        checkpoint_step,
+        last_complete_checkpoint,
+        verify_checkpoint,
+    )
     from hardcse.training.run import RunStartedCallback, check_output, create_output, run_in_directory, train_on
 
     def note(message: str) -> None:
@@ -420,6 +434,8 @@ def _train_mlm(
     out = check_output(config, overwrite=overwrite, resume=resume, kind=RUN_KIND)  # type: ignore[arg-type]
     _check_resumable(out, overwrite, resume)
     ckpt_root = out / "checkpoints"
+    if resume:
+        check_resumable(ckpt_root, "mlm")
     last_ckpt = last_complete_checkpoint(ckpt_root) if resume else None
     if resume and last_ckpt is None:
         logger.warning("no complete checkpoint in %s; starting from the beginning", ckpt_root)

@@ -42,6 +42,7 @@ from hardcse.numeric import is_nan
 from hardcse.objectives.base import HardCSELoss, Part
 from hardcse.objectives.registry import BuildContext, StepHook, parse_recipe
 from hardcse.rundir import RunDirectory, check_output_dir
+from hardcse.safety import DiskFull, check_inputs_outside, disk_full_message, input_paths, is_disk_full
 from hardcse.training.callbacks import (
     HistoryCallback,
     MethodHooksCallback,
@@ -50,9 +51,10 @@ from hardcse.training.callbacks import (
     ProgressCallback,
 )
 from hardcse.training.card import render_model_card
-from hardcse.training.checkpoints import last_complete_checkpoint, verify_checkpoint
+from hardcse.training.checkpoints import SaveGuard, check_resumable, last_complete_checkpoint, verify_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
 from hardcse.training.report import write_report
+from hardcse.training.signals import raise_if_stopped, signal_name, stop_on_signal, training_loop
 from hardcse.training.tracking import attach_tracking, training_report_to
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,12 @@ def check_output(config: TrainConfig, overwrite: bool, resume: bool, kind: str =
     if overwrite and resume:
         raise ConfigError("--overwrite and --resume exclude each other: replace the run or continue it, not both.")
     out = check_output_dir(Path(config.output), kind, overwrite=overwrite, resume=resume)
+    if overwrite and out.is_dir():
+        # --overwrite never deletes a file the new run reads (its corpus, model or data).
+        from hardcse.data.paths import resolve_data_dir
+
+        inputs = [*(getattr(config, "corpus", None) or []), getattr(config, "model", None), config.data_dir]
+        check_inputs_outside(out, input_paths(inputs, resolve_data_dir(config.data_dir)), "--output", "run")
     if resume and (out / "results.json").is_file():
         raise ConfigError(
             f"the run in '{out}' is already complete (it has results.json); pass --overwrite to train it again "
@@ -254,6 +262,7 @@ def train(
     ckpt_root = out / "checkpoints"
     last_ckpt: Path | None = None
     if resume:
+        check_resumable(ckpt_root)
         last_ckpt = last_complete_checkpoint(ckpt_root)
         if last_ckpt is None:
             logger.warning("no complete checkpoint in %s; starting from the beginning", ckpt_root)
@@ -429,15 +438,23 @@ def run_in_directory(
     before the first step, and Ctrl-C turned into :class:`Interrupted` saying how to go on."""
     try:
         result = fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        # Ctrl-C, or SIGTERM/SIGHUP (hardcse.training.signals): exit 130, or 128 + the signal.
         kept_old = rundir is not None and rundir.replaced
         began = rundir is None or rundir.has_started or resume
         if rundir is not None:
             rundir.close(failed=True)
-        raise Interrupted(interrupted_message(out, ckpt_root, began, kept_old, command)) from None
-    except BaseException:
+        signum = getattr(err, "signum", None)
+        interrupted = Interrupted(interrupted_message(out, ckpt_root, began, kept_old, command, signum))
+        interrupted.exit_code = getattr(err, "exit_code", Interrupted.exit_code)
+        raise interrupted from None
+    except BaseException as err:
+        began = rundir is None or rundir.has_started or resume
         if rundir is not None:
             rundir.close(failed=True)
+        if isinstance(err, (OSError, RuntimeError)) and is_disk_full(err, out):
+            then = _disk_full_then(out, ckpt_root, began, command)
+            raise DiskFull(disk_full_message(out, f"writing the run in '{out}'", then)) from None
         raise
     if rundir is not None:
         rundir.close()
@@ -452,14 +469,28 @@ def train_on(trainer: Any, progress: TrainerCallback, last_ckpt: Path | None) ->
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(progress)
     attach_tracking(trainer)
+    # Added last: a SIGTERM/SIGHUP asks for a save of the step in progress, then the save's mark.
+    trainer.add_callback(stop_on_signal())
+    trainer.add_callback(SaveGuard())
     try:
-        trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
+        with training_loop():
+            trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
+    except (OSError, RuntimeError) as err:
+        ckpt_root = Path(trainer.args.output_dir)
+        if not is_disk_full(err, ckpt_root):
+            raise
+        kept = last_complete_checkpoint(ckpt_root)
+        then = (
+            f"the last complete checkpoint is {kept}" if kept is not None else "no complete checkpoint was saved"
+        ) + "; the run can continue with --resume once space is freed"
+        raise DiskFull(disk_full_message(ckpt_root, f"saving checkpoint {trainer.state.global_step}", then)) from None
     except pickle.UnpicklingError as err:
         # verify_checkpoint refuses these first; this guards any file the trainer adds later.
         raise ConfigError(
             f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
             f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
         ) from None
+    raise_if_stopped(trainer)
 
 
 class RunStartedCallback(TrainerCallback):
@@ -473,15 +504,28 @@ class RunStartedCallback(TrainerCallback):
             self.rundir.started()
 
 
-def interrupted_message(out: Path, ckpt_root: Path, began: bool, kept_old: bool, command: str = "train") -> str:
-    """The one sentence after Ctrl-C in ``hardcse COMMAND``: what was kept and how to go on."""
+def interrupted_message(
+    out: Path, ckpt_root: Path, began: bool, kept_old: bool, command: str = "train", signum: int | None = None
+) -> str:
+    """The one sentence after Ctrl-C (or SIGTERM/SIGHUP, ``signum``) in ``hardcse COMMAND``: what
+    was kept and how to go on."""
+    what = "interrupted" if signum is None else f"stopped by {signal_name(signum)}"
     if not began:
         if kept_old:
-            return f"interrupted before training started; the earlier run in '{out}' is kept as it was."
-        return "interrupted before training started; nothing was kept (run the same command again)."
+            return f"{what} before training started; the earlier run in '{out}' is kept as it was."
+        return f"{what} before training started; nothing was kept (run the same command again)."
     last = last_complete_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
     where = f"the last checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
-    return f"interrupted; {where}; continue with: hardcse {command} --resume --output {out}"
+    return f"{what}; {where}; continue with: hardcse {command} --resume --output {out}"
+
+
+def _disk_full_then(out: Path, ckpt_root: Path, began: bool, command: str) -> str:
+    """What is left after a full disk stopped a run, and the command that goes on."""
+    if not began:
+        return "nothing was changed (run the same command again once space is freed)"
+    last = last_complete_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
+    where = f"the last complete checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
+    return f"{where}; once space is freed, continue with: hardcse {command} --resume --output {out}"
 
 
 def _check_finite(results: dict) -> None:

@@ -1,17 +1,21 @@
-"""Contrastive objectives built from small parts (DESIGN.md: positives, negatives, false
-negatives, auxiliary terms), and the method registry that names and composes them
-(:mod:`hardcse.objectives.registry`)."""
+"""Contrastive objectives built from small parts: the batch (:class:`ContrastiveBatch`), the parts
+of each method (:class:`Part`: positives, negatives, false negatives, auxiliary terms), the
+contrastive head (:class:`ContrastiveHead`, :class:`InfoNCE` by default) and the loss that runs
+them (:class:`HardCSELoss`); and the method registry that names and composes them
+(:mod:`hardcse.objectives.registry`, plugins included)."""
 
-from typing import Any
-
-from hardcse.objectives.base import ContrastiveBatch, HardCSELoss, Part
+from hardcse.objectives.base import STAGES, ContrastiveBatch, HardCSELoss, Part
+from hardcse.objectives.heads import ContrastiveHead, InfoNCE
 from hardcse.objectives.registry import (
+    ENTRY_POINT_GROUP,
     BuildContext,
     Built,
     Method,
     StepHook,
     StepInfo,
+    compose,
     get_method,
+    load_plugins,
     method_names,
     parse_recipe,
     register,
@@ -19,25 +23,23 @@ from hardcse.objectives.registry import (
 )
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "STAGES",
     "BuildContext",
     "Built",
     "ContrastiveBatch",
+    "ContrastiveHead",
     "HardCSELoss",
+    "InfoNCE",
     "Method",
     "Part",
     "StepHook",
     "StepInfo",
+    "compose",
     "get_method",
+    "load_plugins",
     "method_names",
     "parse_recipe",
     "register",
     "unregister",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ContrastiveLoss":  # the old name of HardCSELoss (deprecated; see hardcse.objectives.base)
-        from hardcse.objectives import base
-
-        return base.ContrastiveLoss
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,7 @@ works with a deprecation warning.)
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 from hardcse import process_group
 from hardcse.errors import ConfigError
 from hardcse.numeric import pairwise_cosine
+from hardcse.objectives.heads import SIMCSE_CITATION, ContrastiveHead, InfoNCE
 
 
 @dataclass
@@ -85,15 +87,53 @@ class ContrastiveBatch:
         """Add a weighted auxiliary term; it is summed into the total loss and logged as ``name``."""
         self.losses[name] = self.losses[name] + value if name in self.losses else value
 
+    def logits(self) -> Tensor:
+        """The contrastive logits, fp32, ``N x (N + M)``: ``[sim | extra columns] / tau``, each extra
+        block plus its log-weights, removed in-batch entries ``-inf``. Row ``i`` is anchor ``z_i``,
+        column ``i`` its positive; every other column a negative. What the head reads."""
+        tau = self.temperature
+        logits = self.sim / tau
+        if self.removed is not None:
+            logits = logits.masked_fill(self.removed, float("-inf"))
+        blocks = [logits]
+        for cols, log_w in zip(self.extra_columns, self.extra_log_weights, strict=True):
+            scaled = cols / tau
+            blocks.append(scaled if log_w is None else scaled + log_w)
+        logits = torch.cat(blocks, dim=1) if len(blocks) > 1 else logits
+        return logits.float()
+
+    def labels(self) -> Tensor:
+        """The positive's column of each row of :meth:`logits` (``i`` for row ``i``)."""
+        return torch.arange(self.size, device=self.sim.device)
+
+
+#: The stages a step runs its parts in, in this order; within a stage, in recipe order. A part's
+#: ``stage`` says what it needs to have been done before it: ``positive`` (builds positives),
+#: ``negative`` (appends negative columns, e.g. centroids or corpus neighbours), ``false_negative``
+#: (removes in-batch columns or penalises them), ``term`` (auxiliary losses and diagnostics that may
+#: read every column). The head runs after all of them, so a recipe's loss does not depend on the
+#: order its methods are named in.
+STAGES: tuple[str, ...] = ("positive", "negative", "false_negative", "term")
+
 
 class Part(nn.Module):
     """One piece of an objective (a positive, negative, false-negative or auxiliary rule).
 
-    Subclasses implement :meth:`contribute`. State that must survive a restart is kept in
-    buffers, so it is in ``state_dict()`` and saved with training checkpoints.
+    Subclasses implement :meth:`contribute` and set ``stage`` (one of :data:`STAGES`; default
+    ``term``). State that must survive a restart is kept in buffers, so it is in ``state_dict()``
+    and saved with training checkpoints.
+
+    Attributes:
+        name: a short name (the method's, for a method's part).
+        stage: when in a step it runs (:data:`STAGES`).
+        title: the method's name as papers write it, for model cards ("" if none).
+        citation: BibTeX of the source ("" if none); :attr:`HardCSELoss.citation` collects them.
     """
 
     name: str = "part"
+    stage: str = "term"
+    title: str = ""
+    citation: str = ""
 
     def contribute(self, batch: ContrastiveBatch) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -101,20 +141,17 @@ class Part(nn.Module):
     def forward(self, batch: ContrastiveBatch) -> None:
         self.contribute(batch)
 
+    def get_config_dict(self) -> dict[str, Any]:
+        """The part's settings: its ``config`` dataclass as a dict, if it has one."""
+        config = getattr(self, "config", None)
+        if config is not None and dataclasses.is_dataclass(config) and not isinstance(config, type):
+            return dataclasses.asdict(config)
+        return {}
+
 
 def info_nce(batch: ContrastiveBatch) -> Tensor:
-    """Cross-entropy over ``[sim | extra columns] / tau`` with label i for row i (see module doc)."""
-    tau = batch.temperature
-    logits = batch.sim / tau
-    if batch.removed is not None:
-        logits = logits.masked_fill(batch.removed, float("-inf"))
-    blocks = [logits]
-    for cols, log_w in zip(batch.extra_columns, batch.extra_log_weights, strict=True):
-        scaled = cols / tau
-        blocks.append(scaled if log_w is None else scaled + log_w)
-    logits = torch.cat(blocks, dim=1) if len(blocks) > 1 else logits
-    labels = torch.arange(batch.size, device=logits.device)
-    return F.cross_entropy(logits.float(), labels)
+    """The SimCSE InfoNCE of ``batch`` (:class:`~hardcse.objectives.heads.InfoNCE`, the default head)."""
+    return F.cross_entropy(batch.logits(), batch.labels())
 
 
 def padding_optimal_split(lengths: Sequence[int], chunks: int) -> list[int]:
@@ -177,6 +214,10 @@ class HardCSELoss(nn.Module):
         mini_batch_size: cache the step (:meth:`forward_cached`): encode this many encoder rows
             (of the 2N rows of the two views) at a time, so activation memory is that of a
             mini-batch while the loss sees the whole batch. ``None``: one graph for the batch.
+        head: the contrastive head (:mod:`hardcse.objectives.heads`); default the SimCSE InfoNCE.
+
+    The parts run in the order of their stage (:data:`STAGES`), in recipe order within a stage,
+    then the head; the parts stay in recipe order in ``parts`` (and so in saved state).
 
     The dataset has one text column (each sentence is tokenised once and stacked on itself for
     the two views) and optionally an integer ``label`` column holding each sentence's corpus
@@ -191,6 +232,7 @@ class HardCSELoss(nn.Module):
         gather_across_devices: bool = True,
         length_chunks: int = 1,
         mini_batch_size: int | None = None,
+        head: ContrastiveHead | None = None,
     ) -> None:
         super().__init__()
         if mini_batch_size is not None and mini_batch_size < 1:
@@ -198,6 +240,12 @@ class HardCSELoss(nn.Module):
         self.mini_batch_size = mini_batch_size
         self.model = model
         self.parts = nn.ModuleList(parts)
+        self.head = head if head is not None else InfoNCE()
+        bad = [p for p in self.parts if getattr(p, "stage", "term") not in STAGES]
+        if bad:
+            raise ConfigError(
+                f"part '{bad[0].name}' has stage '{bad[0].stage}'; a part's stage is one of {', '.join(STAGES)}."
+            )
         self.temperature = temperature
         self.gather_across_devices = gather_across_devices
         self.length_chunks = max(1, int(length_chunks))
@@ -435,29 +483,49 @@ class HardCSELoss(nn.Module):
                 temperature=self.temperature,
                 training=self.training,
             )
-            for part in self.parts:
+            for part in self.ordered_parts():
                 part(batch)
-            losses = {"infonce": info_nce(batch)}
+            losses = {self.head.name: self.head(batch)}
+            clash = sorted(set(batch.losses) & set(losses))
+            if clash:
+                raise ConfigError(f"a part adds a loss named '{clash[0]}', the name of the head's loss; rename it.")
             losses.update(batch.losses)
         if self.training:
             self.step += 1
             self.last_diagnostics = batch.diagnostics
         return losses
 
+    def ordered_parts(self) -> list[Part]:
+        """The parts in the order a step runs them: by stage (:data:`STAGES`), then recipe order."""
+        return sorted(self.parts, key=lambda part: STAGES.index(getattr(part, "stage", "term")))
+
     def get_config_dict(self) -> dict[str, Any]:
+        """Every setting of the objective: the frame's, the head's and each part's (by its name)."""
         return {
             "temperature": self.temperature,
-            "parts": [p.name for p in self.parts],
+            "head": {"name": self.head.name, **self.head.get_config_dict()},
+            "parts": {p.name: p.get_config_dict() for p in self.parts},
             "gather_across_devices": self.gather_across_devices,
+            "length_chunks": self.length_chunks,
             "mini_batch_size": self.mini_batch_size,
         }
 
     @property
+    def citations(self) -> list[tuple[str, str]]:
+        """``(title, BibTeX)`` of every source of the objective, each once: SimCSE (the frame: two
+        dropout views of each sentence), the head, then every part in recipe order."""
+        found = [("SimCSE", SIMCSE_CITATION), (self.head.title or self.head.name, self.head.citation)]
+        found += [(p.title or p.name, p.citation) for p in self.parts]
+        cited: dict[str, tuple[str, str]] = {}
+        for title, bibtex in found:
+            if bibtex and bibtex.strip() not in cited:
+                cited[bibtex.strip()] = (title, bibtex)
+        return list(cited.values())
+
+    @property
     def citation(self) -> str:
-        return (
-            "@inproceedings{gao2021simcse, title={SimCSE: Simple Contrastive Learning of Sentence "
-            "Embeddings}, author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi}, booktitle={EMNLP}, year={2021}}"
-        )
+        """The BibTeX of every method of the objective (:attr:`citations`), one entry after another."""
+        return "\n\n".join(bibtex.strip() for _, bibtex in self.citations)
 
 
 def _num_rows(features: dict[str, Tensor]) -> int:

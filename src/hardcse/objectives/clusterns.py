@@ -163,6 +163,17 @@ DIAGNOSTIC_KEYS = (
 )
 
 
+CITATION = """@inproceedings{deng2023clusterns,
+  title = {Clustering-Aware Negative Sampling for Unsupervised Sentence Representation},
+  author = {Deng and others},
+  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
+  year = {2023},
+  eprint = {2305.09892},
+  archivePrefix = {arXiv},
+  note = {Full author list not recorded in hardcse's sources (see arXiv:2305.09892); code: https://github.com/djz233/ClusterNS}
+}"""
+
+
 class ClusterNSPart(Part):
     """ClusterNS negatives and false-negative handling as one :class:`Part` (module doc).
 
@@ -180,6 +191,9 @@ class ClusterNSPart(Part):
     """
 
     name = "clusterns"
+    stage = "negative"
+    title = "ClusterNS"
+    citation = CITATION
 
     def __init__(self, config: ClusterNSConfig, dim: int, batch_size: int | None = None) -> None:
         super().__init__()
@@ -375,16 +389,6 @@ def build(config: ClusterNSConfig, context: BuildContext) -> Built:
     parts = build_clusterns(config, dim=context.dim, batch_size=context.global_batch, run_seed=context.run_seed)
     return Built(parts=parts)
 
-
-CITATION = """@inproceedings{deng2023clusterns,
-  title = {Clustering-Aware Negative Sampling for Unsupervised Sentence Representation},
-  author = {Deng and others},
-  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
-  year = {2023},
-  eprint = {2305.09892},
-  archivePrefix = {arXiv},
-  note = {Full author list not recorded in hardcse's sources (see arXiv:2305.09892); code: https://github.com/djz233/ClusterNS}
-}"""
 
 METHOD = Method(
     name="clusterns",

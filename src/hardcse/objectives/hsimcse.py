@@ -308,6 +308,15 @@ def quadruplet_hinge(
 
 
 # -- the part --------------------------------------------------------------------------------
+CITATION = """@inproceedings{hsimcse2023,
+  title = {{HSimCSE}: Improving Contrastive Learning of Unsupervised Sentence Representation
+           with Adversarial Hard Positives and Dual Hard Negatives},
+  booktitle = {International Joint Conference on Neural Networks (IJCNN)},
+  year = {2023},
+  note = {Authors not recorded in hardcse's sources; code: https://github.com/xubodhu/HSimCSE}
+}"""
+
+
 class HSimCSEPart(Part):
     """The HSimCSE quadruplet term as one part: adds loss ``quad = quad_weight * L_quad``.
 
@@ -330,6 +339,9 @@ class HSimCSEPart(Part):
     """
 
     name = "hsimcse"
+    stage = "term"
+    title = "HSimCSE"
+    citation = CITATION
 
     def __init__(
         self,
@@ -597,14 +609,6 @@ def bank_sample(corpus: list[str], size: int | None, seed: int) -> tuple[list[st
     bank_row = np.fromiter((where.get(text, -1) for text in corpus), dtype=np.int64, count=len(corpus))
     return bank, bank_row
 
-
-CITATION = """@inproceedings{hsimcse2023,
-  title = {{HSimCSE}: Improving Contrastive Learning of Unsupervised Sentence Representation
-           with Adversarial Hard Positives and Dual Hard Negatives},
-  booktitle = {International Joint Conference on Neural Networks (IJCNN)},
-  year = {2023},
-  note = {Authors not recorded in hardcse's sources; code: https://github.com/xubodhu/HSimCSE}
-}"""
 
 METHOD = Method(
     name="hsimcse",

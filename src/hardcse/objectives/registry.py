@@ -21,19 +21,34 @@ auxiliary term:
 
 The built-in methods (``simcse``, ``clusterns``, ``hsimcse``) are loaded from their modules on first
 use, so looking names up stays cheap (no faiss or transformers import).
+
+Methods from other packages (plugins) are found in two ways, so the command line, ``--resume`` and
+``compare`` know them as well as Python code that registered them does:
+
+* the Python packaging convention: a distribution declares an entry point in the group
+  ``hardcse.methods`` (:data:`ENTRY_POINT_GROUP`) named after the method, whose value is the
+  :class:`Method` object (``package.module:METHOD``) or a module that registers it when imported.
+  It is loaded the first time its name is looked up;
+* a module named in a run's ``plugins`` setting (``--plugin MODULE``), imported before the
+  configuration is checked (:func:`load_plugins`); ``plugins`` is saved in ``config.yaml``, so a
+  resumed or compared run imports it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
+import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hardcse.errors import ConfigError
 from hardcse.objectives.base import Part
+from hardcse.objectives.heads import ContrastiveHead
 
 #: The SimCSE Wikipedia corpus of the paper presets (``hardcse download`` puts it in the data directory).
 WIKI1M = "corpus/wiki1m_for_simcse.txt"
@@ -47,6 +62,9 @@ _BUILTIN: dict[str, str] = {
 _LOADED: dict[str, Method] = {}
 _REGISTERED: dict[str, Method] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: The entry-point group in which other packages declare their methods (name: the method's name).
+ENTRY_POINT_GROUP = "hardcse.methods"
+_ENTRY_POINTS: dict[tuple[tuple[str, int], ...], dict[str, importlib.metadata.EntryPoint]] = {}
 
 
 @dataclass(frozen=True)
@@ -101,10 +119,12 @@ class BuildContext:
 
 @dataclass
 class Built:
-    """A built method: the parts it adds to the loss (in order) and its step hooks."""
+    """A built method: the parts it adds to the loss (in order), its step hooks, and the contrastive
+    head that replaces the default InfoNCE (``None``: the method keeps the recipe's head)."""
 
     parts: list[Part] = field(default_factory=list)
     hooks: list[StepHook] = field(default_factory=list)
+    head: ContrastiveHead | None = None
 
 
 @dataclass(frozen=True)
@@ -192,23 +212,106 @@ def unregister(name: str) -> None:
 
 
 def method_names() -> list[str]:
-    """Every method name: the built-in ones first, then registered ones in registration order."""
-    return [*_BUILTIN, *_REGISTERED]
+    """Every method name: the built-in ones first, then registered ones in registration order, then
+    those other installed packages declare (entry points) that are not loaded yet."""
+    return [*_BUILTIN, *_REGISTERED, *(n for n in _entry_points() if n not in _REGISTERED)]
 
 
 def is_method(name: Any) -> bool:
-    return isinstance(name, str) and (name in _BUILTIN or name in _REGISTERED)
+    return isinstance(name, str) and (name in _BUILTIN or name in _REGISTERED or name in _entry_points())
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name`` (unknown: one sentence naming the registered ones)."""
+    """The method called ``name`` (unknown: one sentence naming the registered ones).
+
+    A name declared by an installed package's entry point is loaded (and registered) here."""
     if name in _REGISTERED:
         return _REGISTERED[name]
     if name in _BUILTIN:
         if name not in _LOADED:
             _LOADED[name] = importlib.import_module(_BUILTIN[name]).METHOD
         return _LOADED[name]
+    if name in _entry_points():
+        return _load_entry_point(name, _entry_points()[name])
     raise ConfigError(f"unknown method '{name}'; registered methods are {', '.join(method_names())}.")
+
+
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """The methods installed packages declare (group :data:`ENTRY_POINT_GROUP`), by name (built-in
+    names are ignored: they cannot be replaced). Read again when ``sys.path`` or one of its
+    directories changes (a package installed since)."""
+    key = tuple((entry, _mtime(entry)) for entry in sys.path)
+    if key not in _ENTRY_POINTS:
+        found = {}
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name not in _BUILTIN:
+                found.setdefault(entry.name, entry)
+        _ENTRY_POINTS.clear()
+        _ENTRY_POINTS[key] = found
+    return _ENTRY_POINTS[key]
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path or ".").st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _load_entry_point(name: str, entry: importlib.metadata.EntryPoint) -> Method:
+    """Load a declared method: the entry point's object is a :class:`Method` (registered here) or a
+    module that registers the method when imported."""
+    where = f"entry point '{name} = {entry.value}' (group {ENTRY_POINT_GROUP})"
+    try:
+        loaded = entry.load()
+    except Exception as err:  # noqa: BLE001 - any failure of the outside code is one sentence
+        raise ConfigError(f"method '{name}' cannot be loaded from its {where}: {err}.") from None
+    if isinstance(loaded, Method) and _REGISTERED.get(loaded.name) is not loaded:
+        register(loaded)
+    if name not in _REGISTERED:
+        raise ConfigError(f"the {where} did not register a method named '{name}'.")
+    return _REGISTERED[name]
+
+
+def load_plugins(modules: str | Iterable[str] | None) -> None:
+    """Import each module of ``modules`` (a run's ``plugins`` setting; one name or several):
+    importing a plugin module registers its methods (:func:`register`). A module imported before
+    is not imported again."""
+    if isinstance(modules, str):
+        modules = [modules]
+    if modules is not None and not isinstance(modules, (list, tuple)):
+        raise ConfigError(f"plugins is a list of module names, got {modules!r}.")
+    for module in modules or ():
+        if not isinstance(module, str) or not module.strip():
+            raise ConfigError(f"a plugin is a module name such as 'mypackage.methods', got {module!r}.")
+        if module in sys.modules:
+            continue
+        try:
+            importlib.import_module(module.strip())
+        except ImportError as err:
+            raise ConfigError(
+                f"plugin module '{module}' cannot be imported ({err}); install its package or put it on PYTHONPATH."
+            ) from None
+
+
+def compose(recipe: str | Sequence[str], configs: Mapping[str, Any], context: BuildContext) -> Built:
+    """Build every method of ``recipe`` with its config (``configs[name]``) and join them: the parts
+    in recipe order (a step runs them by stage, :data:`~hardcse.objectives.base.STAGES`), every
+    hook, and the one head a method may replace the InfoNCE with (two are refused)."""
+    out = Built()
+    owner = None
+    for method in parse_recipe(recipe):
+        built = method.build_parts(configs[method.name], context)
+        out.parts.extend(built.parts)
+        out.hooks.extend(built.hooks)
+        if built.head is not None:
+            if out.head is not None:
+                raise ConfigError(
+                    f"methods '{owner}' and '{method.name}' each replace the contrastive head; a recipe has one head, "
+                    "so use one of them."
+                )
+            out.head, owner = built.head, method.name
+    return out
 
 
 def recipe_names(recipe: str | Sequence[str]) -> list[str]:

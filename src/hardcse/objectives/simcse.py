@@ -14,16 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hardcse.objectives.heads import SIMCSE_CITATION
 from hardcse.objectives.registry import BuildContext, Built, Method, paper_preset
 
-CITATION = """@inproceedings{gao2021simcse,
-  title = {{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
-  author = {Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
-  booktitle = {Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
-  year = {2021},
-  eprint = {2104.08821},
-  archivePrefix = {arXiv}
-}"""
+#: The SimCSE BibTeX (the default head's, :mod:`hardcse.objectives.heads`).
+CITATION = SIMCSE_CITATION
 
 
 @dataclass

@@ -102,7 +102,10 @@ def cost_table(runs: list) -> str:
             result = json.loads((r.path / "results.json").read_text())
             # Cumulative bank encoding (first build + refreshes) over the run's steps. The median
             # step leaves the refresh steps out, so nothing is counted twice.
-            built = [e["index_build_s"] for e in result["history"] if "index_build_s" in e]
+            # Histories written before the diagnostics/ namespace hold it under the plain name.
+            key = "diagnostics/index_build_s"
+            key = key if any(key in e for e in result["history"]) else "index_build_s"
+            built = [e[key] for e in result["history"] if key in e]
             builds.append(built[-1] / result["steps"] if built else 0.0)
         if not medians:
             lines.append(f"| {label} | n/a (not timed here) | {statistics.mean(builds):.3f} | | |")

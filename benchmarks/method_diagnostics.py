@@ -2,7 +2,7 @@
 
 For every finished run under the given directories (``*/results.json`` of a ``hardcse compare``
 directory, or a run directory itself), prints one Markdown row of the diagnostics the methods log
-each step (issue 15, item 4):
+each step:
 
 * ClusterNS: the step where clustering started (``cluster_start_step``; "-" if it never did), the
   batch mean cosine at the first step and at the end (the trigger waits for it to fall below the
@@ -35,25 +35,31 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _diag(entry: dict[str, Any], name: str) -> Any:
+    """Diagnostic ``name`` of a history entry: ``diagnostics/<name>``; histories written before the
+    namespace hold it under the plain name (where ``bml`` and ``quad`` are the unweighted values)."""
+    return entry.get(f"diagnostics/{name}", entry.get(name))
+
+
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
     """The diagnostics of one run's ``results.json`` (keys absent for a method not in the recipe)."""
     steps = [h for h in results.get("history", []) if "loss" in h and h.get("step", 0) > 0]
     row: dict[str, Any] = {"steps": len(steps)}
-    if steps and "cluster_started" in steps[0]:
-        started = [h for h in steps if h.get("cluster_started", 0) >= 0.5]
+    if steps and _diag(steps[0], "cluster_started") is not None:
+        started = [h for h in steps if (_diag(h, "cluster_started") or 0) >= 0.5]
         row["cluster_start_step"] = int(started[0]["step"]) if started else None
-        row["batch_mean_cos_first"] = steps[0].get("batch_mean_cos")
-        row["batch_mean_cos_last"] = _mean([h.get("batch_mean_cos") for h in steps[-10:]])
-        row["false_negative_pairs"] = _mean([h.get("false_negative_pairs") for h in started])
-        row["hard_negative_cos"] = _mean([h.get("hard_negative_cos") for h in started])
-        row["bml"] = _mean([h.get("bml") for h in started])
-    if steps and "hinge_active" in steps[0]:
+        row["batch_mean_cos_first"] = _diag(steps[0], "batch_mean_cos")
+        row["batch_mean_cos_last"] = _mean([_diag(h, "batch_mean_cos") for h in steps[-10:]])
+        row["false_negative_pairs"] = _mean([_diag(h, "false_negative_pairs") for h in started])
+        row["hard_negative_cos"] = _mean([_diag(h, "hard_negative_cos") for h in started])
+        row["bml"] = _mean([_diag(h, "bml") for h in started])
+    if steps and _diag(steps[0], "hinge_active") is not None:
         tenth = max(1, len(steps) // 10)
-        row["hinge_active"] = _mean([h["hinge_active"] for h in steps])
-        row["hinge_active_first"] = _mean([h["hinge_active"] for h in steps[:tenth]])
-        row["hinge_active_last"] = _mean([h["hinge_active"] for h in steps[-tenth:]])
+        row["hinge_active"] = _mean([_diag(h, "hinge_active") for h in steps])
+        row["hinge_active_first"] = _mean([_diag(h, "hinge_active") for h in steps[:tenth]])
+        row["hinge_active_last"] = _mean([_diag(h, "hinge_active") for h in steps[-tenth:]])
         for key in ("p_mean", "m_mean", "q_mean"):
-            row[key] = _mean([h.get(key) for h in steps])
+            row[key] = _mean([_diag(h, key) for h in steps])
     return row
 
 

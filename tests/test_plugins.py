@@ -205,6 +205,9 @@ def test_dcl_trains_from_the_command_line_resumes_and_compares(plugin_dir, tiny,
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     steps = [e for e in results["history"] if "loss" in e]
     assert steps and all({"dcl", "bml"} <= set(e) and "infonce" not in e for e in steps)
+    for e in steps:  # the logged components (each rounded to 4 digits) sum to the logged loss
+        assert e["loss"] == pytest.approx(e["dcl"] + e["bml"], abs=1.5e-4)
+        assert e["diagnostics/cluster_started"] == 1.0 and "diagnostics/bml" in e
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert saved["recipe"] == "clusterns+dcl" and saved["plugins"] == [MODULE]
     card = (out / "model" / "README.md").read_text(encoding="utf-8")

@@ -259,7 +259,14 @@ def test_cli_trains_the_composition(inputs, tmp_path, monkeypatch, capsys):
     results = hardcse_results(out)
     assert results["recipe"] == "clusterns+hsimcse"
     steps = [e for e in results["history"] if "loss" in e]
-    assert len(steps) == 4 and all({"infonce", "bml", "quad", "cluster_started", "p_mean"} <= set(e) for e in steps)
+    assert len(steps) == 4
+    assert all({"infonce", "bml", "quad", "diagnostics/cluster_started", "diagnostics/p_mean"} <= set(e) for e in steps)
+    # The logged components sum to the logged loss (diagnostics such as the unweighted BML apart).
+    not_components = {"step", "loss", "learning_rate", "grad_norm", "stsb_dev", "epoch"}
+    for e in steps:
+        components = [v for k, v in e.items() if k not in not_components and not k.startswith("diagnostics/")]
+        assert len(components) == 3 and e["loss"] == pytest.approx(sum(components), abs=2.5e-4)  # 4 digits each
+        assert e["diagnostics/bml"] == 0.0 or e["bml"] != e["diagnostics/bml"]  # weighted vs unweighted
     saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert saved["recipe"] == "clusterns+hsimcse" and saved["clusterns"]["k"] == 8
     assert saved["hsimcse"]["bank_size"] == 128
@@ -295,8 +302,8 @@ def test_outside_method_trains_end_to_end_alone_and_composed(uniformity, inputs,
         show_progress=False,
     )
     steps = [e for e in results["history"] if "loss" in e]
-    assert len(steps) == 4 and all("uniformity" in e and "uniformity_raw" in e for e in steps)
-    assert all(e["uniformity"] == pytest.approx(0.5 * e["uniformity_raw"], abs=1e-3) for e in steps)
+    assert len(steps) == 4 and all("uniformity" in e and "diagnostics/uniformity_raw" in e for e in steps)
+    assert all(e["uniformity"] == pytest.approx(0.5 * e["diagnostics/uniformity_raw"], abs=1e-3) for e in steps)
     assert RECORDERS[-1].begun == [0] and RECORDERS[-1].ended == [1, 2, 3, 4]
     saved = yaml.safe_load((tmp_path / "u" / "config.yaml").read_text(encoding="utf-8"))
     assert saved["recipe"] == "uniformity" and saved["uniformity"] == {"weight": 0.5}
@@ -307,8 +314,8 @@ def test_outside_method_trains_end_to_end_alone_and_composed(uniformity, inputs,
         show_progress=False,
     )
     steps = [e for e in composed["history"] if "loss" in e]
-    assert all({"infonce", "bml", "uniformity", "cluster_started"} <= set(e) for e in steps)
-    assert steps[-1]["cluster_started"] == 1.0
+    assert all({"infonce", "bml", "uniformity", "diagnostics/cluster_started"} <= set(e) for e in steps)
+    assert steps[-1]["diagnostics/cluster_started"] == 1.0
 
 
 @pytest.mark.slow  # trains on the tiny BERT (> 10 s on 2 cores)

@@ -214,5 +214,5 @@ def test_killed_and_resumed_run_ends_as_the_uninterrupted_one(runs, recipe):
 
 def test_clusterns_state_was_in_play(runs):
     full, _, _ = runs["clusterns"]
-    started = [e.get("cluster_started") for e in full["history"] if "loss" in e]
+    started = [e.get("diagnostics/cluster_started") for e in full["history"] if "loss" in e]
     assert started[0] == 1.0 and all(v == 1.0 for v in started)

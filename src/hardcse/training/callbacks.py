@@ -46,10 +46,11 @@ def _scalar(value: Any) -> Any:
 
 
 class HistoryCallback(TrainerCallback):
-    """Collects ``{"step", "loss", components..., diagnostics..., "stsb_dev"}`` per step.
+    """Collects ``{"step", "loss", components..., "diagnostics/<name>"..., "stsb_dev"}`` per step.
 
-    The loss and its components come from the trainer's logs (``logging_steps=1``); the
-    objective's diagnostics from ``loss.last_diagnostics``; ``stsb_dev`` from evaluations.
+    The loss and its components come from the trainer's logs (``logging_steps=1``; ``loss`` is
+    the sum of the components); the objective's diagnostics from ``loss.last_diagnostics``, under
+    ``diagnostics/``; ``stsb_dev`` from evaluations.
     The history is saved into every checkpoint so a resumed run reports all of it.
     """
 
@@ -75,10 +76,11 @@ class HistoryCallback(TrainerCallback):
                 entry[key] = scalar
         if "grad_norm" in logs and _scalar(logs["grad_norm"]) is not None:
             entry["grad_norm"] = _scalar(logs["grad_norm"])
+        # Diagnostics in their own namespace: never over a loss component of the same name (bml, quad).
         for key, value in getattr(self.loss, "last_diagnostics", {}).items():
             scalar = _scalar(value)
             if scalar is not None:
-                entry[key] = scalar
+                entry[f"{DIAGNOSTICS_PREFIX}{key}"] = scalar
 
     def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
         if metrics and self.metric in metrics:

@@ -32,9 +32,12 @@ from helpers import WORDS, close_process_group, make_tiny_training_model
 
 from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
-from hardcse.objectives import cached as cached_module
 from hardcse.objectives.base import HardCSELoss
-from hardcse.objectives.cached import KEPT_PASSES, ROWS_PER_SENTENCE, split_rows
+from hardcse.objectives.cached import CachedStep, split_rows
+
+# The default settings of a cached step (what a loss given only mini_batch_size uses).
+ROWS_PER_SENTENCE = CachedStep(1).rows_per_sentence
+KEPT_PASSES = CachedStep(1).kept_passes
 
 BATCH = 12
 RECIPES = ("simcse", "clusterns-before", "clusterns-after", "hsimcse")
@@ -151,14 +154,14 @@ def test_cached_step_equals_one_graph_over_the_same_minibatches(model, recipe, l
 
 
 @pytest.mark.parametrize("kept", [0, 2, 5])
-def test_kept_first_pass_graphs_give_the_same_gradients(model, kept, monkeypatch):
+def test_kept_first_pass_graphs_give_the_same_gradients(model, kept):
     # 0: every pass replayed; 2: the last two keep their first-pass graph; 5: more than there are
     # passes (6 of 24 rows: 4), so all but one (the replayed last pass carries DDP's sync).
-    monkeypatch.setattr(cached_module, "KEPT_PASSES", kept)
     model.train()
     corpus = sentences(40, seed=5)
     features, labels = batch(model)
-    cached = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2, mini_batch_size=6)
+    settings = CachedStep(6, kept_passes=kept)
+    cached = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2, cached_step=settings)
     plain = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2)
     for step in range(2):
         total, _, got = cached_step(cached, features, labels, seed=20 + step)

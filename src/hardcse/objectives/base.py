@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from hardcse import process_group
 from hardcse.errors import ConfigError
 from hardcse.numeric import pairwise_cosine
+from hardcse.objectives.cached import CachedStep
 from hardcse.objectives.heads import SIMCSE_CITATION, ContrastiveHead, InfoNCE
 
 
@@ -215,6 +216,8 @@ class HardCSELoss(nn.Module):
             (of the 2N rows of the two views) at a time, so activation memory is that of a
             mini-batch while the loss sees the whole batch. ``None``: one graph for the batch.
         head: the contrastive head (:mod:`hardcse.objectives.heads`); default the SimCSE InfoNCE.
+        cached_step: the settings of a cached step (:class:`~hardcse.objectives.cached.CachedStep`);
+            default ``CachedStep(mini_batch_size)`` when ``mini_batch_size`` is given.
 
     The parts run in the order of their stage (:data:`STAGES`), in recipe order within a stage,
     then the head; the parts stay in recipe order in ``parts`` (and so in saved state).
@@ -233,11 +236,14 @@ class HardCSELoss(nn.Module):
         length_chunks: int = 1,
         mini_batch_size: int | None = None,
         head: ContrastiveHead | None = None,
+        cached_step: CachedStep | None = None,
     ) -> None:
         super().__init__()
-        if mini_batch_size is not None and mini_batch_size < 1:
-            raise ConfigError(f"mini_batch_size must be at least 1 sentence (or unset), got {mini_batch_size}.")
-        self.mini_batch_size = mini_batch_size
+        if cached_step is None and mini_batch_size is not None:
+            cached_step = CachedStep(mini_batch_size)
+        elif cached_step is not None and mini_batch_size not in (None, cached_step.mini_batch_size):
+            raise ConfigError("give mini_batch_size or a cached_step, not two different mini-batch sizes.")
+        self.cached_step = cached_step
         self.model = model
         self.parts = nn.ModuleList(parts)
         self.head = head if head is not None else InfoNCE()
@@ -252,6 +258,11 @@ class HardCSELoss(nn.Module):
         # The optimisation step, counted on training forwards; saved with the parts' state.
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.last_diagnostics: dict[str, Any] = {}
+
+    @property
+    def mini_batch_size(self) -> int | None:
+        """Sentences per mini-batch of a cached step (``None``: one graph for the batch)."""
+        return None if self.cached_step is None else self.cached_step.mini_batch_size
 
     # -- encoding ---------------------------------------------------------------------------
     def encode_two_views(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -346,7 +357,7 @@ class HardCSELoss(nn.Module):
     # -- loss -------------------------------------------------------------------------------
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None):
         features = list(sentence_features)
-        if self.mini_batch_size is not None:
+        if self.cached_step is not None:
             return self.forward_cached(features, labels)
         if len(features) == 1:
             z1, z2 = self.encode_two_views(features[0])
@@ -367,8 +378,7 @@ class HardCSELoss(nn.Module):
         """The loss components of a cached step (GradCache; :mod:`hardcse.objectives.cached`).
 
         1. The encoder rows (the batch stacked on itself, or the two text columns) are cut into
-           mini-batches of ``mini_batch_size`` rows (``ROWS_PER_SENTENCE`` of
-           :mod:`~hardcse.objectives.cached`), in ascending length, and encoded without a graph;
+           mini-batches of ``cached_step.rows_per_pass`` rows, in ascending length, and encoded without a graph;
            the random state before each one is kept.
         2. The embeddings are gathered over processes (without gradient) and the whole objective
            runs once on the global batch, on detached copies that require grad, as in
@@ -387,8 +397,9 @@ class HardCSELoss(nn.Module):
         The hook assumes the trainer differentiates the *sum* of the components, as
         sentence-transformers' trainer does. In evaluation (no grad) only step 1 and the loss run.
         """
-        from hardcse.objectives import cached
         from hardcse.objectives.cached import AutocastState, RNGSnapshot, ddp_sync_context, gather_no_grad, split_rows
+
+        settings = self.cached_step
 
         n = _num_rows(features[0])
         sources = [self._two_views(features[0])] if len(features) == 1 else features[:2]
@@ -398,13 +409,13 @@ class HardCSELoss(nn.Module):
             mask = source.get("attention_mask")
             total = _num_rows(source)
             pads_right = mask is not None and self._pads_right(mask)
-            rows = split_rows(mask, total, cached.ROWS_PER_SENTENCE * self.mini_batch_size, pads_right)
+            rows = split_rows(mask, total, settings.rows_per_pass, pads_right)
             chunks.extend([(s, None)] if rows is None else [(s, r) for r in rows])
         # Step 3 may run every replayed pass but the last on token embeddings taken as a leaf
-        # (_Replay); the last KEPT_PASSES passes keep their graph here and are not replayed at all.
+        # (_Replay); the last kept_passes passes keep their graph here and are not replayed at all.
         lookup = self._word_embeddings() if train else None
         leaf_ids = lookup is not None and len(chunks) > 1 and all(torch.is_tensor(f.get("input_ids")) for f in sources)
-        keep_from = len(chunks) - min(cached.KEPT_PASSES, len(chunks) - 1) if train else len(chunks)
+        keep_from = len(chunks) - min(settings.kept_passes, len(chunks) - 1) if train else len(chunks)
         states: list[RNGSnapshot | None] = []
         pieces: list[Tensor] = []
         kept: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
@@ -508,6 +519,7 @@ class HardCSELoss(nn.Module):
             "gather_across_devices": self.gather_across_devices,
             "length_chunks": self.length_chunks,
             "mini_batch_size": self.mini_batch_size,
+            "cached_step": None if self.cached_step is None else dataclasses.asdict(self.cached_step),
         }
 
     @property
@@ -562,7 +574,7 @@ class _Replay:
     It holds this one step's inputs, random states, kept graphs and embedding gradients, so a
     later forward pass cannot change what it back-propagates; they are released once used.
 
-    The passes whose graph was kept in step 1 (``kept``, the last ``KEPT_PASSES``) are
+    The passes whose graph was kept in step 1 (``kept``, the last ``kept_passes``) are
     back-propagated first, freeing their graphs before any replayed one is built; then every
     other pass is re-encoded and back-propagated, the last of them inside DDP's synchronisation.
     With ``lookup`` (the word embeddings): the backward of a lookup builds a dense vocabulary x dim
@@ -578,17 +590,17 @@ class _Replay:
         self.kept, self.lookup = dict(kept or {}), lookup
 
     def __call__(self, grad_output: Tensor) -> None:
-        from hardcse.objectives import cached
         from hardcse.objectives.cached import ddp_sync_context, release_freed_memory
 
         loss, lookup = self.loss, self.lookup
+        policy = loss.cached_step.release_policy
         order = sorted(self.kept) + [i for i in range(len(self.chunks)) if i not in self.kept]
         step_ids = token_grads = None
         if lookup is not None:
             step_ids = torch.unique(torch.cat([f["input_ids"].reshape(-1) for f in self.sources]))
             token_grads = lookup.weight.new_zeros((len(step_ids), lookup.weight.shape[1]))
         scale = grad_output.to(self.grad.dtype)
-        if cached.RELEASE_POLICY == "before_replay":
+        if policy == "before_replay":
             release_freed_memory(self.grad.device)  # the graph-free pass's blocks, before the graphs
         with torch.enable_grad():
             for n, i in enumerate(order):
@@ -617,9 +629,9 @@ class _Replay:
                     where_ids = torch.searchsorted(step_ids, ids.reshape(-1))
                     token_grads.index_add_(0, where_ids, leaf.grad.reshape(-1, leaf.shape[-1]).to(token_grads.dtype))
                 del emb, leaf, ids
-                if cached.RELEASE_POLICY == "mini_batch":
+                if policy == "mini_batch":
                     release_freed_memory(self.grad.device)  # the next mini-batch's activations have other sizes
-        if cached.RELEASE_POLICY == "step":
+        if policy == "step":
             release_freed_memory(self.grad.device)
         self.sources = self.states = self.grad = None  # free the step's inputs once used
 

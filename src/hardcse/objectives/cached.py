@@ -12,8 +12,8 @@ the loss still sees the whole (global) batch:
    surrogate ``<z_mb, g_mb>``, whose gradient in the parameters is that mini-batch's share of
    ``dL/dtheta`` (chain rule: ``dL/dtheta = sum_mb (dz_mb/dtheta)^T g_mb``).
 
-:class:`~hardcse.objectives.base.HardCSELoss` runs the three steps (``mini_batch_size``);
-this module holds what they need and knows nothing of the objective.
+:class:`~hardcse.objectives.base.HardCSELoss` runs the three steps with the settings of its
+:class:`CachedStep`; this module holds what they need and knows nothing of the objective.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hardcse.errors import ConfigError
 from hardcse.process_group import rank_and_size
 
 
@@ -96,31 +97,60 @@ def gather_no_grad(t: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
-#: Encoder rows per mini-batch pass, per sentence of ``mini_batch_size``. 1: a pass encodes
-#: ``mini_batch_size`` rows (of the two views stacked and length-sorted), so its graph holds half
-#: of an uncached step's at the same batch size, which leaves room for the heap's fragments
-#: without returning pages after every pass; 2: both views of ``mini_batch_size`` sentences per
-#: pass (the graph of an uncached step; peak RSS 1.09x, 0.85x with rows 1, at 256:64;
-#: ``benchmarks/perf.py --cached-extra rows2``; BENCHMARKS.md).
-ROWS_PER_SENTENCE = 1
-
-#: Mini-batch passes whose graph a cached step keeps from its first pass instead of encoding them
-#: without one and again with one: the last (longest) ones, at most all but one. Each saves a
-#: graph-free forward pass; each holds one mini-batch's graph from the first pass to the start of
-#: the replay (where it is back-propagated first), so 1 keeps the peak at what the replay needs.
-#: Measured with ``benchmarks/perf.py --cached 512:64 --cached-extra keep0,keep2``; BENCHMARKS.md.
-KEPT_PASSES = 1
-
 _LIBC: list = []
 
-#: When a cached step gives the freed heap pages back on the CPU (:func:`release_freed_memory`):
-#: once after the replay (``"step"``), after every replayed mini-batch (``"mini_batch"``), once
-#: between the graph-free pass and the replay (``"before_replay"``) or never (``"off"``). With
-#: passes of ``mini_batch_size`` rows, ``"step"`` keeps the peak RSS at that of an uncached
-#: 64-sentence step (0.99x at 256:64) for ~0.28x more time per sentence than it, where
-#: ``"mini_batch"`` costs ~0.5x (the pages it returns are faulted in again by the next pass);
-#: ``benchmarks/perf.py --cached 256:64 --cached-extra ...``; BENCHMARKS.md.
-RELEASE_POLICY = "step"
+#: When a cached step may give the freed heap pages back on the CPU (:attr:`CachedStep.release_policy`).
+RELEASE_POLICIES = ("step", "mini_batch", "before_replay", "off")
+
+
+@dataclass(frozen=True)
+class CachedStep:
+    """The settings of a cached step (GradCache), owned by the loss that runs it
+    (:meth:`hardcse.objectives.base.HardCSELoss.forward_cached`); pass another one to the loss to
+    measure a variant (``benchmarks/perf.py --cached-extra``).
+
+    Args:
+        mini_batch_size: sentences per mini-batch (at least 1).
+        rows_per_sentence: encoder rows per pass, per sentence of ``mini_batch_size``. 1: a pass
+            encodes ``mini_batch_size`` rows (of the two views stacked and length-sorted), so its
+            graph holds half of an uncached step's at the same batch size, which leaves room for the
+            heap's fragments without returning pages after every pass; 2: both views of
+            ``mini_batch_size`` sentences per pass (the graph of an uncached step; peak RSS 1.09x,
+            0.85x with 1, at 256:64; BENCHMARKS.md).
+        kept_passes: mini-batch passes whose graph is kept from the first pass instead of encoding
+            them without one and again with one: the last (longest) ones, at most all but one. Each
+            saves a graph-free forward pass and holds one mini-batch's graph until the replay starts
+            (where it is back-propagated first), so 1 keeps the peak at what the replay needs.
+        release_policy: when freed heap pages go back to the system on the CPU
+            (:func:`release_freed_memory`): once after the replay (``"step"``), after every
+            replayed mini-batch (``"mini_batch"``), once between the graph-free pass and the replay
+            (``"before_replay"``) or never (``"off"``). With passes of ``mini_batch_size`` rows,
+            ``"step"`` keeps the peak RSS at that of an uncached 64-sentence step (0.99x at 256:64)
+            for ~0.28x more time per sentence than it, where ``"mini_batch"`` costs ~0.5x (the
+            pages it returns are faulted in again by the next pass).
+    """
+
+    mini_batch_size: int
+    rows_per_sentence: int = 1
+    kept_passes: int = 1
+    release_policy: str = "step"
+
+    def __post_init__(self) -> None:
+        if self.mini_batch_size < 1:
+            raise ConfigError(f"mini_batch_size must be at least 1 sentence (or unset), got {self.mini_batch_size}.")
+        if self.rows_per_sentence not in (1, 2):
+            raise ConfigError(f"rows_per_sentence is 1 or 2 (both views), got {self.rows_per_sentence}.")
+        if self.kept_passes < 0:
+            raise ConfigError(f"kept_passes must be 0 or more, got {self.kept_passes}.")
+        if self.release_policy not in RELEASE_POLICIES:
+            raise ConfigError(
+                f"unknown release_policy '{self.release_policy}'; choose one of {', '.join(RELEASE_POLICIES)}."
+            )
+
+    @property
+    def rows_per_pass(self) -> int:
+        """Encoder rows per mini-batch pass."""
+        return self.rows_per_sentence * self.mini_batch_size
 
 
 def release_freed_memory(device: torch.device) -> None:
@@ -129,7 +159,8 @@ def release_freed_memory(device: torch.device) -> None:
     A cached step frees one mini-batch's activations before the next one allocates its own, of
     another size (the mini-batches are length-sorted); glibc keeps the freed blocks, fragmented, so
     without this the resident set of a 512-sentence step grew step by step (to ~1.35x that of an
-    uncached 64-sentence step with passes of both views). When it runs is :data:`RELEASE_POLICY`.
+    uncached 64-sentence step with passes of both views). When it runs is
+    :attr:`CachedStep.release_policy`.
     No-op on other devices and C libraries.
     """
     if device.type != "cpu":

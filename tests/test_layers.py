@@ -7,7 +7,7 @@ is ``training``; ``hardcse/__init__.py`` is ``root``):
 
     cli > api > comparison > training > objectives > index, cluster > evaluation > data > models > bottom
 
-(``bottom``: ``errors``, ``io``, ``numeric``, ``process_group``, ``rundir``). A module may import its own
+(``bottom``: ``errors``, ``io``, ``numeric``, ``process_group``, ``rundir``, ``safety``). A module may import its own
 package and the layers below its own, never a layer above nor one of the same rank.
 ``python benchmarks/check_layers.py`` prints the same check with every offending import.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hardcse"
 
-BOTTOM = ("errors", "io", "numeric", "process_group", "rundir")
+BOTTOM = ("errors", "io", "numeric", "process_group", "rundir", "safety")
 RANK = {
     "bottom": 0,
     "models": 1,
@@ -130,6 +130,104 @@ def layer_cycles(graph: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
     return groups
 
 
+def module_level_imports(path: Path, modules: set[str]) -> list[str]:
+    """The hardcse modules ``path`` imports when it is imported: statements at module level (also
+    inside a module-level ``if``/``try``), not inside functions or classes, nor under
+    ``if TYPE_CHECKING:``."""
+    name = module_name(path)
+    found = []
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                found.extend(target for target, _ in _resolve(node, name, path, modules))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def _resolve(node: ast.Import | ast.ImportFrom, name: str, path: Path, modules: set[str]) -> list[tuple[str, int]]:
+    if isinstance(node, ast.Import):
+        targets = [alias.name for alias in node.names]
+    else:
+        if node.level:
+            package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+        else:
+            base = node.module or ""
+        targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+    out = []
+    for target in targets:
+        if target != "hardcse" and not target.startswith("hardcse."):
+            continue
+        while target not in modules and "." in target:
+            target = target.rsplit(".", 1)[0]
+        out.append((target, node.lineno))
+    return out
+
+
+def module_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (or a module importing itself) in a
+    module-level import graph, inside a package or across packages (iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    groups: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(set(graph.get(root, [])))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(set(graph.get(child, []))))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    group.append(top)
+                    if top == node:
+                        break
+                if len(group) > 1 or node in graph.get(node, []):
+                    groups.append(sorted(group))
+    return groups
+
+
+def module_import_graph() -> dict[str, list[str]]:
+    paths = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {name: module_level_imports(path, set(paths)) for name, path in paths.items()}
+    # A package's __init__ is imported before any of its modules: importing it is not a cycle edge
+    # from a module of that package to its own package.
+    return {m: [t for t in ts if not (m.startswith(t + ".") and t != m)] for m, ts in graph.items()}
+
+
 def test_every_module_has_a_layer():
     graph = import_graph()
     assert {layer(m) for m in graph} <= set(RANK), {layer(m) for m in graph} - set(RANK)
@@ -142,6 +240,25 @@ def test_imports_go_downward_only():
 
 def test_no_import_cycle_between_layers():
     assert layer_cycles(import_graph()) == []
+
+
+def test_no_module_level_import_cycle_anywhere():
+    # Also inside one package (two modules of evaluation importing each other at module level).
+    assert module_cycles(module_import_graph()) == []
+
+
+def test_the_module_cycle_check_catches_a_cycle_inside_a_package(tmp_path):
+    graph = {
+        "hardcse.evaluation.a": ["hardcse.evaluation.b"],
+        "hardcse.evaluation.b": ["hardcse.evaluation.c"],
+        "hardcse.evaluation.c": ["hardcse.evaluation.a", "hardcse.numeric"],
+        "hardcse.numeric": [],
+        "hardcse.training.x": ["hardcse.evaluation.a"],
+    }
+    assert module_cycles(graph) == [["hardcse.evaluation.a", "hardcse.evaluation.b", "hardcse.evaluation.c"]]
+    assert layer_cycles({m: [(t, 1) for t in ts] for m, ts in graph.items()}) == []  # the layer check misses it
+    source = SRC / "objectives" / "heads.py"  # its base import is under TYPE_CHECKING: not a cycle edge
+    assert "hardcse.objectives.base" not in module_level_imports(source, {"hardcse.objectives.base"})
 
 
 def test_the_check_catches_an_upward_import(tmp_path):

@@ -28,8 +28,4 @@ def __getattr__(name: str):
         from hardcse.objectives.base import HardCSELoss
 
         return HardCSELoss
-    if name == "ContrastiveLoss":  # the old name of HardCSELoss (deprecated: it clashed with sentence-transformers')
-        from hardcse.objectives import base
-
-        return base.ContrastiveLoss
     raise AttributeError(name)

@@ -22,17 +22,12 @@ with view-1 anchors only, cosine ``s``, temperature ``tau = 0.05``. Methods chan
 The loss returns a dict of components (``infonce`` and one key per auxiliary term); the trainer
 sums them and logs each one. Diagnostics of the last training step are in
 :attr:`HardCSELoss.last_diagnostics`.
-
-(It was called ``ContrastiveLoss`` earlier, a name that clashes with
-``sentence_transformers.losses.ContrastiveLoss``, a different, pair-label loss; the old name still
-works with a deprecation warning.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -669,17 +664,3 @@ def _with_token_leaf(
     leaf.requires_grad_()
     features["inputs_embeds"] = leaf
     return features, leaf, ids
-
-
-def __getattr__(name: str) -> Any:
-    # The loss's old name, kept for code written before it was renamed (it clashed with
-    # sentence_transformers.losses.ContrastiveLoss).
-    if name == "ContrastiveLoss":
-        warnings.warn(
-            "hardcse.objectives.base.ContrastiveLoss is now HardCSELoss (the old name clashes with "
-            "sentence_transformers.losses.ContrastiveLoss); import HardCSELoss instead.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return HardCSELoss
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -114,7 +114,9 @@ def test_convert_overwrite_replaces_its_own_output(inputs, tmp_path, monkeypatch
     out = tmp_path / "converted"
     code, _, err = run_cli(["convert", str(inputs["bert"]), str(out)], monkeypatch, capsys)
     assert code == 0, err
-    code, _, err = run_cli(["convert", str(inputs["bert"]), str(out), "--overwrite", "--pooling", "mean"], monkeypatch, capsys)
+    code, _, err = run_cli(
+        ["convert", str(inputs["bert"]), str(out), "--overwrite", "--pooling", "mean"], monkeypatch, capsys
+    )
     assert code == 0, err
     assert '"pooling": "mean"' in (out / "hardcse_conversion.json").read_text()
 
@@ -207,7 +209,9 @@ def test_overwrite_refuses_a_run_holding_its_config_file(inputs, tmp_path, monke
     run = _fake_run(tmp_path / "run")
     (run / "my.yaml").write_text("lr: 0.0001\n")
     before = snapshot(run)
-    code, _, err = run_cli(_train_args(inputs, run, "--overwrite", "--config", str(run / "my.yaml")), monkeypatch, capsys)
+    code, _, err = run_cli(
+        _train_args(inputs, run, "--overwrite", "--config", str(run / "my.yaml")), monkeypatch, capsys
+    )
     assert_one_sentence_error(code, err, "refusing to replace", "my.yaml")
     assert snapshot(run) == before
 
@@ -233,8 +237,14 @@ def test_resume_refuses_a_checkpoint_without_hardcse_state(inputs, tmp_path, mon
 
     run = tmp_path / "old"
     config = make_config(
-        model=str(inputs["bert"]), corpus=[str(inputs["corpus"])], data_dir=str(inputs["data"]), output=str(run),
-        steps=4, eval_steps=2, batch_size=8, test_tasks=["STSBenchmark"],
+        model=str(inputs["bert"]),
+        corpus=[str(inputs["corpus"])],
+        data_dir=str(inputs["data"]),
+        output=str(run),
+        steps=4,
+        eval_steps=2,
+        batch_size=8,
+        test_tasks=["STSBenchmark"],
     )
     ckpt = run / "checkpoints" / "checkpoint-2"
     ckpt.mkdir(parents=True)

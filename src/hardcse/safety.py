@@ -87,14 +87,14 @@ def check_path_fits(path: str | os.PathLike[str], option: str) -> Path:
     for part in path.parts:
         if len(part.encode("utf-8", "surrogateescape")) > name_max:
             raise ConfigError(
-                f"{option} '{brief_path(path)}' has a name of {len(part)} characters, longer than the {name_max} the "
-                "file system allows; choose a shorter name."
+                f"{option} '{brief_path(path)}' has a name of {len(part)} characters, longer than the file system "
+                f"allows ({name_max}); choose a shorter name."
             )
     whole = len(os.fsencode(path.absolute()))
     path_max = _limit(path, "PC_PATH_MAX", PATH_MAX)
     if whole >= path_max:
         raise ConfigError(
-            f"{option} '{brief_path(path)}' is {whole} bytes long, more than the {path_max} the file system allows; "
+            f"{option} '{brief_path(path)}' is {whole} bytes long, longer than the file system allows ({path_max}); "
             "choose a shorter path."
         )
     return path
@@ -269,5 +269,5 @@ def is_disk_full(err: BaseException, path: str | os.PathLike[str] | None = None)
 
 
 def disk_full_message(path: str | os.PathLike[str], doing: str, then: str) -> str:
-    """"no space left on the device of MOUNT while DOING; THEN." as one sentence."""
+    """ "no space left on the device of MOUNT while DOING; THEN." as one sentence."""
     return f"no space left on the device of '{brief_path(mount_point(path))}' while {doing}; {then}."

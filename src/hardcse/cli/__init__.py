@@ -24,6 +24,8 @@ from hardcse.errors import HardcseError
 
 #: Environment variable that shows the traceback of an unexpected error (as ``--debug``).
 DEBUG_ENV = "HARDCSE_DEBUG"
+#: Options of the root command for this invocation (``--debug``), reset by :func:`run`.
+_flags: dict[str, bool] = {}
 
 app = typer.Typer(
     name="hardcse",
@@ -59,8 +61,7 @@ def _root(
     ),
 ) -> None:
     """Train sentence encoders without labels (SimCSE, ClusterNS, HSimCSE) and evaluate them on STS."""
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
+    _flags["debug"] = debug
 
 
 def _register() -> None:
@@ -125,6 +126,8 @@ def _command(args: Sequence[str]) -> str:
 
 
 def _debugging() -> bool:
+    if _flags.get("debug"):
+        return True
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
@@ -139,9 +142,10 @@ def unexpected_error(err: BaseException, command: str) -> tuple[str, int]:
 
     filename = getattr(err, "filename", None)
     if is_disk_full(err):
-        where = filename or "."
-        doing = f"{command} was writing '{brief_path(where)}'"
-        return disk_full_message(where, doing, "free some space and run it again"), 3
+        if not filename:
+            return f"no space left on a device while {command} was writing; free some space and run it again.", 3
+        doing = f"{command} was writing '{brief_path(filename)}'"
+        return disk_full_message(filename, doing, "free some space and run it again"), 3
     if isinstance(err, OSError) and filename:
         if err.errno == errno.ENAMETOOLONG:
             return (
@@ -162,6 +166,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from hardcse.training.signals import exit_status, handling, received, signal_name
 
     args = list(sys.argv[1:] if argv is None else argv)
+    _flags.clear()
     _quiet_progress_bars(not sys.stderr.isatty() or "--quiet" in args)
     _register()
     with handling():

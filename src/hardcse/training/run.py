@@ -30,7 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from hardcse import process_group as dist
 from hardcse.data.corpus import corpus_dataset, read_corpus, resolve_corpus_paths
-from hardcse.errors import ConfigError, DataError, Interrupted, TrainingError
+from hardcse.errors import ConfigError, DataError, HardcseError, Interrupted, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
@@ -452,7 +452,7 @@ def run_in_directory(
         began = rundir is None or rundir.has_started or resume
         if rundir is not None:
             rundir.close(failed=True)
-        if isinstance(err, (OSError, RuntimeError)) and is_disk_full(err, out):
+        if isinstance(err, Exception) and not isinstance(err, HardcseError) and is_disk_full(err, out):
             then = _disk_full_then(out, ckpt_root, began, command)
             raise DiskFull(disk_full_message(out, f"writing the run in '{out}'", then)) from None
         raise
@@ -475,7 +475,13 @@ def train_on(trainer: Any, progress: TrainerCallback, last_ckpt: Path | None) ->
     try:
         with training_loop():
             trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
-    except (OSError, RuntimeError) as err:
+    except pickle.UnpicklingError as err:
+        # verify_checkpoint refuses these first; this guards any file the trainer adds later.
+        raise ConfigError(
+            f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
+            f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
+        ) from None
+    except Exception as err:  # OSError, torch's RuntimeError, safetensors' SafetensorError: a full disk?
         ckpt_root = Path(trainer.args.output_dir)
         if not is_disk_full(err, ckpt_root):
             raise
@@ -484,12 +490,6 @@ def train_on(trainer: Any, progress: TrainerCallback, last_ckpt: Path | None) ->
             f"the last complete checkpoint is {kept}" if kept is not None else "no complete checkpoint was saved"
         ) + "; the run can continue with --resume once space is freed"
         raise DiskFull(disk_full_message(ckpt_root, f"saving checkpoint {trainer.state.global_step}", then)) from None
-    except pickle.UnpicklingError as err:
-        # verify_checkpoint refuses these first; this guards any file the trainer adds later.
-        raise ConfigError(
-            f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
-            f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
-        ) from None
     raise_if_stopped(trainer)
 
 

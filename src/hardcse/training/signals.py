@@ -126,6 +126,10 @@ def stop_on_signal() -> Any:
             if _state.received is not None:
                 control.should_save = True
                 control.should_training_stop = True
+                if args.save_total_limit == 1:
+                    # At the end of training the trainer deletes the newest checkpoint when the limit is 1
+                    # and it is not the best one; this one is what --resume continues from.
+                    args.save_total_limit = 2
 
         def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
             _state.training = max(0, _state.training - 1)

@@ -1,4 +1,4 @@
-"""Where the time of a cached step goes (issue 18): one short trainer run of a ``perf.py`` contender
+"""Where the time of a cached step (``mini_batch_size``) goes: one short trainer run of a ``perf.py`` contender
 with the loss's phases timed, printed per step and per sentence.
 
 Phases: the encoder passes without a graph (step 1 of a cached step), the objective, the encoder

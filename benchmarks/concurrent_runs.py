@@ -1,4 +1,4 @@
-"""Three training runs at once on this machine against one run alone (issue 6, "under load").
+"""Three training runs at once on one machine against one run alone ("under load").
 
 A small model (a random 2-layer, 64-dim BERT written to a temporary directory) trains for a few
 steps on the real corpus and is scored on the real seven STS test sets, through the real CLI

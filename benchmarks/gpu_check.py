@@ -1,9 +1,9 @@
-"""The GPU path, checked (issue 20): every recipe trained on CUDA in fp32, fp16 and bf16, in one run.
+"""The GPU path, checked: every recipe trained on CUDA in fp32, fp16 and bf16, in one run.
 
-Run it through ``benchmarks/gpu_check.sh`` (which installs carried wheels and puts ``src/`` on
-the path); ``docs/gpu.md`` gives the exact ``device`` call. With ``--cpu`` the same code runs on
-the CPU at a test's size (``tests/test_gpu_check.py``), so the script cannot rot between the
-rare sessions that are lent an accelerator.
+Run it through ``benchmarks/gpu_check.sh`` (which puts ``src/`` on the path and, offline, installs
+wheels waiting in ``.whl/``); ``docs/gpu.md`` says how to run it on a CUDA machine and read its
+report. With ``--cpu`` the same code runs on the CPU at a test's size
+(``tests/test_gpu_check.py``), so the script cannot rot between GPU runs.
 
 What it checks (each check is PASS, FAIL or SKIP with a reason; the exit status is 1 if any
 check fails):
@@ -16,7 +16,7 @@ check fails):
   (4 only in the dry run): every loss component within ``1e-5 + 1e-4 |x|``, the gradient norm
   within 1e-3 relative, the ClusterNS centroids and the HSimCSE bank within 1e-4 of the CPU's,
   the centroids kept on the device and the bank encoded there.
-* ``same-loss-cached/<recipe>`` (where ``mini_batch_size``, issue 18, exists): on the device, the
+* ``same-loss-cached/<recipe>`` (where ``mini_batch_size`` exists): on the device, the
   cached step with mini-batches of 4 against the one-graph step, dropout off, same tolerances.
 * ``train/<recipe>/<precision>``: a 4-step run of :func:`hardcse.training.run.train` (batch 16,
   STS-B dev and a checkpoint every 2 steps) on a small random BERT: finite losses and dev scores,
@@ -30,7 +30,7 @@ check fails):
   (within 1e-4).
 * ``options/...``: 2-step runs of the ClusterNS variants, HSimCSE refresh/IVF and HNSW banks,
   ``length_chunks: 4`` (fp16 on CUDA) and, where this checkout has them, ``mini_batch_size``
-  (issue 18) and the ``clusterns+hsimcse`` composition (issue 16, then trained like the others);
+  and the ``clusterns+hsimcse`` composition (then trained like the others);
   absent ones are SKIPs that say so.
 * ``eval/stsb``: :func:`hardcse.evaluation.sts.evaluate_model` on a generated STS-B test set on the
   device and on the CPU: the same cosines (within 1e-4) and Spearman (within 0.5).
@@ -42,13 +42,13 @@ check fails):
 
 Nothing is fetched: models (random weights, generated WordPiece vocabulary), corpus and STS data
 are built in a temporary folder (``benchmarks/gpu_fixtures.py``). A time budget (``--budget``,
-480 s on CUDA) turns the checks still to run into SKIPs once it is spent, so the run fits the
-device's 10-minute call; the report is rewritten after every check, so a run killed early still
+480 s on CUDA) turns the checks still to run into SKIPs once it is spent, so the run stays under
+about ten minutes; the report is rewritten after every check, so a run killed early still
 leaves what it found. Report: ``gpu_check.json`` and ``gpu_check.md`` in ``--out`` (default
 ``$OUT``, else ``benchmarks/out/gpu_check``).
 
-    bash benchmarks/gpu_check.sh            # on the accelerator machine
-    bash benchmarks/gpu_check.sh --cpu      # dry run here (about a minute on 2 cores)
+    bash benchmarks/gpu_check.sh            # on a CUDA machine
+    bash benchmarks/gpu_check.sh --cpu      # dry run on the CPU (about a minute on 2 cores)
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ except Exception:  # noqa: BLE001
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 BASE_RECIPES = ("simcse", "clusterns", "hsimcse")
-COMPOSITION = "clusterns+hsimcse"  # issue 16
+COMPOSITION = "clusterns+hsimcse"  # composed recipes
 PRECISIONS = ("fp32", "fp16", "bf16")
 TEST_TASKS = ["STSBenchmark"]
 MAX_LEN = 32
@@ -386,7 +386,7 @@ class GPUCheck:
             env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
         env["packages"] = package_versions()
         env["recipes"] = ", ".join(self.recipes())
-        env["mini_batch_size"] = "present" if mini_batch_available() else "absent (issue 18 not in this checkout)"
+        env["mini_batch_size"] = "present" if mini_batch_available() else "absent (not in this checkout)"
         self.report.environment = env
         return env["device"], {}
 
@@ -448,7 +448,7 @@ class GPUCheck:
         return detail, {"passes": rows, "worst": worst}
 
     def same_loss_cached(self, recipe: str) -> tuple[str, dict[str, Any]]:
-        """The cached step (``mini_batch_size``, issue 18) against the one-graph step on the device:
+        """The cached step (``mini_batch_size``) against the one-graph step on the device:
         dropout off, so the mini-batches' embeddings equal the single pass's and so must the loss
         components and the gradient (its replayed backward runs under the device's autocast/RNG)."""
         import torch
@@ -696,7 +696,7 @@ class GPUCheck:
             return
         recipes = self.recipes()
         if COMPOSITION not in recipes:
-            r.add(Check(f"recipe/{COMPOSITION}", SKIP, "not a recipe of this hardcse (issue 16)", 0.0))
+            r.add(Check(f"recipe/{COMPOSITION}", SKIP, "not a recipe of this hardcse (no composed recipes)", 0.0))
         for recipe in recipes:
             r.run(f"same-loss/{recipe}", lambda recipe=recipe: self.same_loss(recipe))
         for precision in PRECISIONS:
@@ -723,7 +723,7 @@ class GPUCheck:
             mini = self.plan.time_mini_batch
             r.run(f"timing/batch-{big}-mini-{mini}", lambda: self.timing(big, mini))
         else:
-            r.add(Check(f"timing/batch-{big}-cached", SKIP, "TrainConfig has no mini_batch_size (issue 18)", 0.0))
+            r.add(Check(f"timing/batch-{big}-cached", SKIP, "TrainConfig has no mini_batch_size", 0.0))
 
     def run_options(self) -> None:
         r = self.report
@@ -762,7 +762,7 @@ class GPUCheck:
                     lambda a=recipe: self.option_run(f"mini-{a}", a, half, mini_batch_size=self.plan.batch // 4),
                 )
         else:
-            r.add(Check("options/mini-batch", SKIP, "TrainConfig has no mini_batch_size (issue 18)", 0.0))
+            r.add(Check("options/mini-batch", SKIP, "TrainConfig has no mini_batch_size", 0.0))
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -789,7 +789,7 @@ def package_versions() -> str:
 def composition_available() -> bool:
     try:
         from hardcse.objectives.registry import recipe_names
-    except ImportError:  # a hardcse without the method registry (before issue 16)
+    except ImportError:  # an older hardcse without the method registry
         return False
     try:
         recipe_names(COMPOSITION)
@@ -831,7 +831,7 @@ def capture_objectives() -> Iterator[list[Any]]:
 @contextlib.contextmanager
 def no_plots() -> Iterator[None]:
     """The dry run writes an empty ``curves.png``: matplotlib drew it in 4 of a tiny run's 7 s on
-    this machine's CPU (cProfile), and it draws on the CPU on a GPU machine too (the CUDA run keeps it)."""
+    a 2-core CPU (cProfile), and it draws on the CPU on a GPU machine too (the CUDA run keeps it)."""
     import hardcse.training.report as report
 
     original = report.plot_curves

@@ -1,4 +1,4 @@
-"""Performance harness: this machine's floor, training step times and MFU per recipe, STS
+"""Performance harness: the machine's floor, training step times and MFU per recipe, STS
 evaluation speed and peak memory, printed as one report.
 
 * Floor: the measured fp32 matmul throughput (GFLOP/s) with the torch thread count in use, and
@@ -14,15 +14,15 @@ evaluation speed and peak memory, printed as one report.
 * Contender modifiers: ``simcse+chunks4`` (``length_chunks: 4``), ``simcse+bf16`` / ``st-mnrl+bf16``
   (bfloat16 autocast, the trainer's mixed precision; MFU then against the measured bf16 peak;
   skipped with one line, like the bf16 peak, where bf16 is not native: an AVX2-only CPU
-  multiplies bfloat16 ~50x slower than float32, issue 21),
+  multiplies bfloat16 ~50x slower than float32),
   ``simcse+stockdrop`` (``fast_dropout: false``: torch's dropout and SDPA, as sentence-transformers),
   ``simcse+cached64`` (``mini_batch_size: 64``, cached steps), ``+batch512`` (the batch; ``--cached`` only)
   and ``simcse+prompt`` / ``clusterns+prompt`` (``prompt: true``: template views, ``[MASK]`` state,
-  template denoising; issue 17's step-time target is ``simcse+prompt`` <= 1.15 x ``simcse``; the
+  template denoising; the step-time target is ``simcse+prompt`` <= 1.15 x ``simcse``; the
   floor's token counts are of the bare sentences, so MFU understates a prompt step's work).
   Each timing run is a fresh child process, so no contender inherits another's allocator state
   or caches.
-* Cached steps (issue 18), ``--cached 512:64``: only the recipe at batch 512 in cached mini-batches of
+* Cached steps, ``--cached 512:64``: only the recipe at batch 512 in cached mini-batches of
   64 against batch 64 uncached, each child's own peak RSS and time per sentence, and their ratios.
 * Evaluation: ``benchmarks/eval_speed.py`` (hardcse vs EmbeddingSimilarityEvaluator) is run as is.
 * Memory: peak resident set size of ``hardcse train --preset cpu`` (``--memory-steps`` steps,
@@ -225,7 +225,7 @@ def cached_memory(
     threads: int | None,
     extra: tuple[str, ...] = (),
 ) -> None:
-    """Issue 18: ``recipe`` at ``batch`` in cached mini-batches of ``mini`` sentences against the
+    """``recipe`` at ``batch`` in cached mini-batches of ``mini`` sentences against the
     uncached step at batch 64, each a ``steps``-step run in a fresh child (alternating, ``rounds``
     times): the child's own peak RSS and the median step time per sentence, and their ratios.
     ``extra`` modifiers add cached contenders (``rows2``: passes of both views of ``mini`` sentences;
@@ -294,7 +294,7 @@ def main() -> None:
         default=None,
         metavar="BATCH:MINI",
         help="only compare each of --recipes at BATCH in cached mini-batches of MINI with batch 64 uncached "
-        "(peak RSS, time per sentence; issue 18), e.g. --cached 512:64 --recipes simcse",
+        "(peak RSS, time per sentence), e.g. --cached 512:64 --recipes simcse",
     )
     parser.add_argument(
         "--cached-extra",
@@ -331,7 +331,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
     print(cpu_description(), flush=True)
     # bf16 figures only where bf16 is native: emulated, one 2048^3 bf16 product takes ~20 s and a
-    # training step tens of times longer than in float32 (issue 21).
+    # training step tens of times longer than in float32.
     cpu_native = cpu_bf16_support().native
     support = bf16_support()  # the device the contenders train on (the CPU here, unless a GPU is visible)
     if not support.native:

@@ -1,4 +1,4 @@
-"""Starting-encoder candidates for a new regime (issue 15, item 2): STS and anisotropy per model.
+"""Starting-encoder candidates for a papers-like regime: STS and anisotropy per model.
 
 For every model directory (or ``default``) given, prints one table row: the seven-task STS
 average (Spearman x100, "all" aggregation) with raw ``[CLS]`` pooling and with mean pooling, and

@@ -1,4 +1,4 @@
-"""Two more starting-encoder constructions for a papers-like regime (issue 15), built in seconds.
+"""Two more starting-encoder constructions for a papers-like regime, built in seconds.
 
 Both start from the bundled all-MiniLM-L6-v2 and are seeded (``--seed``, 42):
 
@@ -16,8 +16,8 @@ Each model is written as a plain Hugging Face directory ``OUT/noise-A`` or ``OUT
 
 Usage::
 
-    python benchmarks/regime_constructions.py --out /work/regime noise 0.3 0.5 0.7
-    python benchmarks/regime_constructions.py --out /work/regime rogue 4,40,40 2,60,60
+    python benchmarks/regime_constructions.py --out runs/regime noise 0.3 0.5 0.7
+    python benchmarks/regime_constructions.py --out runs/regime rogue 4,40,40 2,60,60
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the command line must never do (issue 19): delete what is not a hardcse run, report
+"""What the command line must never do: delete what is not a hardcse run, report
 success on failure or after Ctrl-C, show a traceback for a usage error, let two processes write
 one run, or hide its outputs from other users.
 

@@ -159,7 +159,7 @@ def build_case(name: str, tmp: Path, inputs: dict[str, Path], earlier: Path) -> 
         "YAML with an unknown key": (lambda: [*good, "--config", str(yaml_bad)], "not_a_key"),
         "missing YAML": (lambda: [*good, "--config", str(tmp / "none.yaml")], "does not exist"),
         "remote code from a YAML": (lambda: [*good, "--config", str(yaml_remote)], "--trust-remote-code"),
-        # issue 19: found by a hostile sweep
+        # damaged or unusual model directories
         "truncated weights": (lambda: [*model(lambda d: _truncate(d, 100)), *good[2:]], "truncated"),
         "zero-byte weights": (lambda: [*model(lambda d: _truncate(d, 0)), *good[2:]], "truncated"),
         "empty model directory": (lambda: ["--model", str(_mkdir(tmp / "empty-model")), *good[2:]], "config.json"),

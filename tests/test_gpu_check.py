@@ -1,7 +1,7 @@
 """The GPU check (``benchmarks/gpu_check.sh``) in its CPU dry run, and the pieces it is built from.
 
 The dry run is the same code as the CUDA run at a test's size, so a change that breaks the GPU
-check fails here, not in the rare session that is lent an accelerator.
+check fails here, on any machine, not only when someone runs it on a GPU.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Native bfloat16 detection (issue 21) and the bf16 decision of ``hardcse train``, with torch's
-capability checks mocked both ways, so every case runs the same on any CPU or GPU."""
+"""Native bfloat16 detection (an AVX2-only CPU emulates it, ~50x slower) and the bf16 decision of
+``hardcse train``, with torch's capability checks mocked both ways, so every case runs the same on
+any CPU or GPU."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The prompt representation (issue 17): template layouts and position ids for a BERT and a RoBERTa
-tokenizer, the template denoising term against a hand-worked example, the exported model against
-the training-time evaluation, and bad input in one sentence."""
+"""The prompt representation (PromptBERT templates, prompt ClusterNS): template layouts and
+position ids for a BERT and a RoBERTa tokenizer, the template denoising term against a hand-worked
+example, the exported model against the training-time evaluation, and bad input in one sentence."""
 
 from __future__ import annotations
 

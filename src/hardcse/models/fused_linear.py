@@ -5,7 +5,7 @@ every output row and then multiplies, and a transformer's feed-forward GELU is o
 a 4x-wide activation. Profiling hardcse's STS evaluation of all-MiniLM-L6-v2 (torch profiler,
 BENCHMARKS.md) gave addmm 80% of the time, its bias copies 4% and GELU 5%. oneDNN's linear
 primitive (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor uses for frozen CPU
-graphs) applies the bias and the activation while it writes the product; on this machine it
+graphs) applies the bias and the activation while it writes the product; on the CPU measured it
 also multiplies faster than MKL at these shapes. Results agree with ``F.gelu(F.linear(x, W, b))``
 to float32 rounding (a different summation order, ~1e-6), not bit for bit.
 

@@ -172,7 +172,7 @@ HSIMCSE_PRESETS: dict[str, dict[str, Any]] = {
 
 #: The ``cpu`` preset's HSimCSE settings: the official constants and the official (frozen,
 #: exact) bank, over a 4,096-sentence sample of the corpus. Encoding all 36k sentences of the
-#: default corpus with all-MiniLM-L6-v2 takes ~3.5 min on this machine's 2 idle cores (176
+#: default corpus with all-MiniLM-L6-v2 takes ~3.5 min on 2 idle CPU cores (176
 #: sentences/s), ~40% of a 250-step run that only sees 16k sentences; 4,096 sentences take
 #: ~23 s (~4%). With ``index_mode: refresh`` a 250-step run rebuilds once, at step 125 (a
 #: refresh due at the last step is skipped). The paper preset indexes the whole corpus.

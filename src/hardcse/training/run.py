@@ -165,7 +165,7 @@ def preflight(config: TrainConfig) -> None:
 
 
 def _check_bf16(device: str | None) -> None:
-    """Refuse bf16 where the device only emulates it (issue 21: an AVX2-only CPU multiplies
+    """Refuse bf16 where the device only emulates it (an AVX2-only CPU multiplies
     bfloat16 ~50x slower than float32, so a run would crawl without a word)."""
     support = bf16_support(device)
     if support.native:

@@ -119,11 +119,15 @@ def test_train_with_tensorboard_logs_components_dev_score_and_diagnostics(inputs
     component = dict(scalars["train/quad"])
     diagnostic = dict(scalars["train/diagnostics/quad"])
     assert component[4] == pytest.approx(0.22 * diagnostic[4], rel=1e-3, abs=1e-4)  # logs keep 4 digits
-    # The run's own history keeps its shape: diagnostics by their plain names, no namespace.
+    # The run's own history holds the same diagnostics, each once, under the same namespace.
     import json
 
     history = json.loads((out / "results.json").read_text())["history"]
-    assert not any(key.startswith("diagnostics/") for entry in history for key in entry)
+    last = next(entry for entry in history if entry["step"] == 4)
+    assert last["diagnostics/hinge_active"] == pytest.approx(
+        dict(scalars["train/diagnostics/hinge_active"])[4], abs=1e-6
+    )
+    assert not any(key.startswith("diagnostics/diagnostics/") for entry in history for key in entry)
     assert (out / "config.yaml").read_text().count("- tensorboard") == 1
 
 

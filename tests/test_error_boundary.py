@@ -5,7 +5,9 @@ non-zero exit status, never a traceback (``--debug`` or ``HARDCSE_DEBUG=1`` show
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -204,3 +206,32 @@ def test_a_full_disk_while_writing_a_comparison_report_is_exit_3(inputs, tmp_pat
     code, _, err = run_cli(args, monkeypatch, capsys)
     assert code == 3
     assert_one_sentence_error(code, err, "no space left on the device", "report.json")
+
+
+# -- signals outside training ----------------------------------------------------------------------
+
+
+def _signal_self(signum):
+    def send(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        raise AssertionError("the signal did not stop the command")
+
+    return send
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_evaluate_with_its_exit_status(inputs, monkeypatch, capsys, signum):
+    monkeypatch.setattr("hardcse.evaluation.sts.evaluate_model", _signal_self(signum))
+    code, _, err = run_cli(_evaluate(inputs, inputs["bert"]), monkeypatch, capsys)
+    assert code == 128 + signum
+    assert_one_sentence_error(code, err, f"stopped by {signal.Signals(signum).name}")
+
+
+def test_a_signal_during_convert_leaves_no_half_written_model(inputs, tmp_path, monkeypatch, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    monkeypatch.setattr(SentenceTransformer, "save", _signal_self(signal.SIGTERM))
+    code, _, err = run_cli(["convert", str(inputs["bert"]), str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 143
+    assert_one_sentence_error(code, err, "stopped by SIGTERM")
+    assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,26 @@ def handling() -> Iterator[None]:
         _state.training = 0
 
 
+def _any_rank_received() -> bool:
+    """Whether this process, or under a launcher any process, got a signal: every rank stops at
+    the same step (one rank stopping alone would leave the others waiting in a collective)."""
+    local = _state.received is not None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return local
+    import torch
+
+    device = "cpu"
+    if dist.get_backend() == "nccl":
+        device = f"cuda:{torch.cuda.current_device()}"
+    flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() and _state.received is None:
+        _state.received = int(signal.SIGTERM)  # another rank's signal: stop as it does
+    return bool(flag.item())
+
+
 def stop_on_signal() -> Any:
     """A ``TrainerCallback`` that turns a recorded SIGTERM/SIGHUP into "save a checkpoint of this
     step, then stop".
@@ -123,7 +143,7 @@ def stop_on_signal() -> Any:
             _state.training += 1
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            if _state.received is not None:
+            if _any_rank_received():
                 control.should_save = True
                 control.should_training_stop = True
                 if args.save_total_limit == 1:

@@ -72,9 +72,9 @@ def brief_path(path: str | os.PathLike[str], limit: int = BRIEF_LIMIT) -> str:
 
 # -- paths ----------------------------------------------------------------------------------------
 def _limit(path: Path, name: str, default: int) -> int:
-    probe = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
     try:
-        return int(os.pathconf(probe, name))
+        return int(os.pathconf(existing, name))
     except (OSError, ValueError):
         return default
 

@@ -858,7 +858,7 @@ def objective_state_on(loss: Any, device: str, history: list[dict[str, Any]]) ->
         expect(cluster.centroids.device.type == device, f"ClusterNS centroids on {cluster.centroids.device}")
         expect(bool(cluster.started), "ClusterNS clustering never started")
         expect(bool(torch.isfinite(cluster.centroids).all()), "non-finite ClusterNS centroids")
-        used = [e.get("hard_negative_cos") for e in steps if e.get("cluster_started") == 1.0]
+        used = [e.get("diagnostics/hard_negative_cos") for e in steps if e.get("diagnostics/cluster_started") == 1.0]
         expect(any(_finite(v) and v != 0.0 for v in used), f"no centroid hard negative used: {used}")
         notes.append(f"centroids {tuple(cluster.centroids.shape)} on {cluster.centroids.device}")
     if "HSimCSEPart" in parts:

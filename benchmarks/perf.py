@@ -34,6 +34,7 @@ evaluation speed and peak memory, printed as one report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -163,14 +164,8 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     from hardcse.training.run import build_objective
 
     recipe, options = parse_contender(name)
-    from hardcse.objectives import cached
-
-    if "release_policy" in options:
-        cached.RELEASE_POLICY = options.pop("release_policy")
-    if "rows_per_sentence" in options:
-        cached.ROWS_PER_SENTENCE = options.pop("rows_per_sentence")
-    if "kept_passes" in options:
-        cached.KEPT_PASSES = options.pop("kept_passes")
+    # Settings of the cached step (+rows2, +keep0, +trim...): given to the loss's CachedStep below.
+    step_settings = {k: options.pop(k) for k in ("release_policy", "rows_per_sentence", "kept_passes") if k in options}
     torch.manual_seed(seed)
     model = build_training_model(
         "default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl", prompt=options.get("prompt", False)
@@ -188,6 +183,10 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         t0 = time.perf_counter()
         loss, callbacks = build_objective(config, model, sentences, show_progress=False)
         build_s = time.perf_counter() - t0
+        if step_settings:
+            if loss.cached_step is None:
+                raise SystemExit(f"{name}: the cached-step settings need a cached step (+cachedN)")
+            loss.cached_step = dataclasses.replace(loss.cached_step, **step_settings)
         if config.fast_dropout:
             enable_fast_dropout(model)
     timer = StepTimer()

@@ -88,12 +88,39 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Any configuration key, e.g. --set clusterns.k=32 --set dropout=0.1."),
     ] = None,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            help="Import this module first; it registers methods from outside hardcse (repeatable; saved in "
+            "config.yaml, so --resume and compare import it too).",
+        ),
+    ] = None,
     tasks: Annotated[
         str | None,
         typer.Option(
             help="Comma-separated STS tasks scored before and after training (default: all seven; a quick run: "
-            "--tasks STS-B). Same as --set test_tasks=[...]."
+            "--tasks STS-B; none: only the --test pairs). Same as --set test_tasks=[...]."
         ),
+    ] = None,
+    dev: Annotated[
+        str | None,
+        typer.Option(
+            help="Your own pairs for checkpoint selection and early stopping, instead of STS-B dev: a TSV, CSV or "
+            "JSONL file (sentence1, sentence2, score), a saved `datasets` directory, or a domain such as "
+            "STS-B:captions (its dev split)."
+        ),
+    ] = None,
+    test: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Pairs scored before and after training, next to the STS tasks (repeatable; --tasks none: "
+            "instead of them): a file as for --dev, or a domain such as STS-B:captions (its test split)."
+        ),
+    ] = None,
+    pair_columns: Annotated[
+        str | None,
+        typer.Option(help="Columns of --dev/--test files: sentence 1, sentence 2, score (e.g. s1,s2,label)."),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     trust_remote_code: Annotated[
@@ -155,7 +182,11 @@ def train(
             "output": output,
             "data_dir": data_dir,
             "fp16": fp16,
+            "plugins": plugin,
             "report_to": report_to,
+            "dev": dev,
+            "test": test,
+            "pair_columns": None if pair_columns is None else [c.strip() for c in pair_columns.split(",")],
         }
         if epochs is not None and steps is None:
             overrides["steps"] = None
@@ -163,7 +194,8 @@ def train(
         else:
             cfg_steps_none = False
         if tasks is not None:
-            overrides["test_tasks"] = [t.strip() for t in tasks.split(",") if t.strip()]
+            names = [t.strip() for t in tasks.split(",") if t.strip()]
+            overrides["test_tasks"] = [] if [n.lower() for n in names] == ["none"] else names
         overrides.update(_parse_sets(set_ or []))
         cfg = make_config(preset=preset, recipe=recipe, config_file=config, **overrides)
         if cfg_steps_none:
@@ -180,8 +212,13 @@ def train(
         check_inputs_outside(Path(cfg.output), input_paths([config]), "--output", "run")
     results = run(cfg, overwrite=overwrite, resume=resume, show_progress=not quiet)
     typer.echo("")
-    typer.echo(format_comparison(results["start"], results["test"], labels=("untrained", "trained")))
+    if results["test"]["tasks"]:
+        typer.echo(format_comparison(results["start"], results["test"], labels=("untrained", "trained")))
+    if results["test"].get("pairs"):
+        from hardcse.evaluation.pairs import format_pair_comparison
+
+        typer.echo(format_pair_comparison(results["start"].get("pairs", {}), results["test"]["pairs"]))
     typer.echo(
-        f"\nbest STS-B dev {results['stsb_dev_best']:.2f} at step {results['best_step']} "
+        f"\nbest {results.get('dev_set', 'STS-B dev')} {results['stsb_dev_best']:.2f} at step {results['best_step']} "
         f"(untrained {results['start']['stsb_dev']:.2f}); outputs in {cfg.output}"
     )

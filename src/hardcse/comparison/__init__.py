@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hardcse.comparison.runner import Log, parse_recipes, parse_seeds, plan_runs, run_all, run_info, seed_text
+from hardcse.comparison.runner import (
+    Log,
+    parse_recipes,
+    parse_seeds,
+    plan_runs,
+    run_all,
+    run_info,
+    seed_text,
+    start_cosines,
+)
 
 
 def run_comparison(
@@ -63,7 +72,13 @@ def run_comparison(
             say(f"{spec.name}: computing per-pair test predictions from its model (made before they were saved)")
         predictions[spec.name] = ensure_predictions(spec, show_progress=show_progress)
     say("paired bootstrap and report")
-    summary = summarize(plan, results, predictions, {spec.name: run_info(spec) for spec in plan})
+    summary = summarize(
+        plan,
+        results,
+        predictions,
+        {spec.name: run_info(spec) for spec in plan},
+        start_cosines=start_cosines(plan[0]),
+    )
     write_report(output, summary)
     return summary
 

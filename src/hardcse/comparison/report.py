@@ -50,11 +50,13 @@ def summarize(
     infos: Mapping[str, dict] | None = None,
     resamples: int = BOOTSTRAP_RESAMPLES,
     bootstrap_seed: int = BOOTSTRAP_SEED,
+    start_cosines: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Every number of the report (what ``report.json`` holds), from the finished runs.
 
     ``plan`` gives the recipes (first = baseline) and seeds; ``results`` and ``predictions`` are
-    keyed by run name (``<label>-s<seed>``).
+    keyed by run name (``<label>-s<seed>``). ``start_cosines`` are the untrained encoder's per-pair
+    cosines on each test pair set (the baseline's start), for the bootstrap against the start.
     """
     labels = list(dict.fromkeys(spec.label for spec in plan))
     seeds = list(dict.fromkeys(spec.seed for spec in plan))
@@ -130,6 +132,7 @@ def summarize(
             }
         recipes[label] = entry
 
+    pair_sets = _pair_sets_summary(plan, by_label, results, predictions, start_cosines, resamples, bootstrap_seed)
     untrained = {}
     for label in labels:
         start = results[by_label[label][0].name]["start"]
@@ -137,6 +140,7 @@ def summarize(
             "tasks": {t: start["tasks"][t]["spearman"] for t in tasks if t in start.get("tasks", {})},
             "avg": start.get("avg"),
             "stsb_dev": start.get("stsb_dev"),
+            "pairs": {name: r["spearman"] for name, r in (start.get("pairs") or {}).items()},
         }
     curves = {
         label: {
@@ -156,9 +160,81 @@ def summarize(
         "metric": "Spearman x100 of cosine similarity; STS12-16 'all' aggregation, STS-B and SICK-R test",
         "bootstrap": {"resamples": resamples, "seed": bootstrap_seed, "level": 0.95, "unit": "test pairs"},
         "recipes": recipes,
+        "pair_sets": pair_sets,
+        "dev_set": first.get("dev_set", "STS-B dev"),
         "untrained": untrained,
         "curves": curves,
     }
+
+
+def _pair_sets_summary(
+    plan: Sequence[RunSpec],
+    by_label: Mapping[str, Sequence[RunSpec]],
+    results: Mapping[str, dict],
+    predictions: Mapping[str, Predictions],
+    start_cosines: Mapping[str, Sequence[float]] | None,
+    resamples: int,
+    bootstrap_seed: int,
+) -> dict[str, Any]:
+    """Per test pair set (``--test``): every recipe's score over seeds, its difference from the
+    baseline recipe (paired t-test over seeds, paired bootstrap over the set's pairs) and from the
+    untrained start (the baseline's; bootstrap over pairs, the start being one fixed model)."""
+    from hardcse.evaluation.pairs import PREDICTION_PREFIX
+
+    first = results[plan[0].name]
+    names = list(first["test"].get("pairs") or {})
+    labels = list(by_label)
+    baseline = labels[0]
+    start_scores = first["start"].get("pairs") or {}
+    summary: dict[str, Any] = {}
+    for name in names:
+        key = PREDICTION_PREFIX + name
+        gold = None
+        cosines: dict[str, np.ndarray] = {}
+        for spec in plan:
+            if name not in (results[spec.name]["test"].get("pairs") or {}) or key not in predictions[spec.name]:
+                raise ConfigError(
+                    f"run '{spec.name}' was not scored on the test pairs '{name}'; a comparison needs the same "
+                    "test pairs (test) for every recipe."
+                )
+            run_gold, cosine = predictions[spec.name][key]["pairs"]
+            if gold is None:
+                gold = np.asarray(run_gold, dtype=np.float64)
+            elif not np.array_equal(gold, run_gold):
+                raise ConfigError(f"run '{spec.name}' was scored on other '{name}' pairs than '{plan[0].name}'.")
+            cosines[spec.name] = np.asarray(cosine, dtype=np.float64)
+        runs = [cosines[s.name] for s in plan]
+        start = start_cosines.get(name) if start_cosines else None
+        if start is not None:
+            runs.append(np.asarray(start, dtype=np.float64))
+        boot = bootstrap_averages({name: gold}, [{name: c} for c in runs], resamples=resamples, seed=bootstrap_seed)
+        by_name = {s.name: boot[i] for i, s in enumerate(plan)}
+        start_boot = boot[-1] if start is not None else None
+        entry: dict[str, Any] = {"pairs": int(len(gold)), "untrained": start_scores.get(name, {}).get("spearman")}
+        recipes: dict[str, Any] = {}
+        base_values = [results[s.name]["test"]["pairs"][name]["spearman"] for s in by_label[baseline]]
+        base_boot = np.mean([by_name[s.name] for s in by_label[baseline]], axis=0)
+        for label in labels:
+            specs = by_label[label]
+            values = [results[s.name]["test"]["pairs"][name]["spearman"] for s in specs]
+            mean_boot = np.mean([by_name[s.name] for s in specs], axis=0)
+            stats: dict[str, Any] = {"score": _stat(values)}
+            if label != baseline:
+                stats["vs_baseline"] = {
+                    "baseline": baseline,
+                    "delta": float(np.mean(values) - np.mean(base_values)),
+                    "ttest_p": paired_ttest(values, base_values),
+                    "bootstrap": bootstrap_summary(mean_boot - base_boot),
+                }
+            if start_boot is not None and entry["untrained"] is not None:
+                stats["vs_untrained"] = {
+                    "delta": float(np.mean(values) - entry["untrained"]),
+                    "bootstrap": bootstrap_summary(mean_boot - start_boot),
+                }
+            recipes[label] = stats
+        entry["recipes"] = recipes
+        summary[name] = entry
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,12 +324,14 @@ def format_report(summary: Mapping[str, Any]) -> str:
                 ]
             )
 
+    pair_lines = _format_pair_sets(summary)
     lines = [
         "# hardcse compare",
         "",
         f"- preset `{summary['preset']}`, model `{summary['model']}`; seeds {', '.join(map(str, seeds))}",
         f"- {summary['metric']}; mean ± sample std over {n} seed{'s' if n != 1 else ''}",
         "",
+        *pair_lines,
         "## Test scores",
         "",
         _table(["Recipe", *names, "Avg"], score_rows),
@@ -272,13 +350,14 @@ def format_report(summary: Mapping[str, Any]) -> str:
         "",
         "## Runs",
         "",
-        "Best step is the checkpoint selected on STS-B dev (of the steps trained). Training s is the training"
+        f"Best step is the checkpoint selected on {summary.get('dev_set', 'STS-B dev')} (of the steps trained)."
+        " Training s is the training"
         " loop (dev evaluations included) of the session that finished the run; wall s also counts the"
         " untrained and final evaluations.",
         "",
         _table(["Run", "seed", "Avg", "best dev", "best step", "training s", "wall s"], run_rows),
         "",
-        "![STS-B dev against step](curves.png)",
+        f"![{summary.get('dev_set', 'STS-B dev')} against step](curves.png)",
         "",
     ]
     return "\n".join(lines)
@@ -340,7 +419,8 @@ def plot_curves(summary: Mapping[str, Any], path: Path) -> None:
     title = f"mean of {n_seeds} seed{'s' if n_seeds != 1 else ''}" + (
         "; band: min-max over seeds" if n_seeds > 1 else ""
     )
-    axes[0].set_title(f"STS-B dev during training ({title})\nstep 0 = untrained; circle = best mean", fontsize=12)
+    dev = summary.get("dev_set", "STS-B dev")
+    axes[0].set_title(f"{dev} during training ({title})\nstep 0 = untrained; circle = best mean", fontsize=12)
     axes[1].set_title("the same, from the first evaluation on", fontsize=12)
     if math.isfinite(zoom_low):
         pad = max(0.1, 0.08 * (zoom_high - zoom_low))
@@ -349,7 +429,7 @@ def plot_curves(summary: Mapping[str, Any], path: Path) -> None:
         axes[1].set_xlim(min(steps_all) - 0.04 * max(steps_all), max(steps_all) * 1.04)
     for ax in axes:
         ax.set_xlabel("training step", fontsize=12)
-        ax.set_ylabel("STS-B dev Spearman x100", fontsize=12)
+        ax.set_ylabel(f"{dev} Spearman x100", fontsize=12)
         ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=10, loc="lower right", framealpha=0.9)
@@ -365,3 +445,43 @@ def write_report(output: str | Path, summary: Mapping[str, Any]) -> None:
     atomic_write_json(out / "report.json", summary)
     atomic_write_text(out / "report.md", format_report(summary))
     atomic_write_with(out / "curves.png", lambda tmp: plot_curves(summary, tmp))
+
+
+def _interval(boot: Mapping[str, Any]) -> str:
+    return "n/a" if boot["low"] is None else f"[{boot['low']:+.2f}, {boot['high']:+.2f}]"
+
+
+def _format_pair_sets(summary: Mapping[str, Any]) -> list[str]:
+    """The in-domain section of ``report.md``: per test pair set, each recipe's score next to its
+    seven-task average (adaptation against forgetting), with the differences from the baseline and
+    from the untrained start."""
+    sets = summary.get("pair_sets") or {}
+    if not sets:
+        return []
+    baseline = summary["baseline"]
+    lines = [
+        "## Test pairs (in-domain) and the seven tasks",
+        "",
+        f"Mean ± std over seeds. *Δ {baseline}* and *Δ untrained*: difference of the means, with a paired"
+        " bootstrap 95% CI over the set's pairs (the untrained encoder is one fixed model: the baseline's start)"
+        " and, against the baseline, the paired t-test over seeds. *Avg*: the seven STS tasks (forgetting).",
+        "",
+    ]
+    for name, entry in sets.items():
+        rows = [["untrained", _num(entry["untrained"]), "", "", "", _num(summary["untrained"][baseline]["avg"])]]
+        for label, stats in entry["recipes"].items():
+            vs = stats.get("vs_baseline")
+            vu = stats.get("vs_untrained")
+            rows.append(
+                [
+                    label,
+                    _pm(stats["score"]),
+                    "" if vs is None else f"{_num(vs['delta'], signed=True)} {_interval(vs['bootstrap'])}",
+                    "" if vs is None else _pvalue(vs["ttest_p"]),
+                    "" if vu is None else f"{_num(vu['delta'], signed=True)} {_interval(vu['bootstrap'])}",
+                    _pm(summary["recipes"][label]["avg"]),
+                ]
+            )
+        header = ["Recipe", f"{name} ({entry['pairs']} pairs)", f"Δ {baseline} [95% CI]", "t-test p"]
+        lines += [f"### {name}", "", _table([*header, "Δ untrained [95% CI]", "Avg"], rows), ""]
+    return lines

@@ -23,7 +23,7 @@ import yaml
 
 from hardcse.errors import ConfigError
 from hardcse.io import atomic_write_json
-from hardcse.objectives.registry import is_method, method_names, recipe_names
+from hardcse.objectives.registry import is_method, load_plugins, method_names, recipe_names
 from hardcse.rundir import LOCK, MARKER, run_kind
 from hardcse.safety import brief, check_directory_option, check_replace_target
 from hardcse.training.checkpoints import last_complete_checkpoint
@@ -145,6 +145,7 @@ def plan_runs(
     """
     from hardcse.training.config import make_config
 
+    load_plugins((overrides or {}).get("plugins"))  # the recipes may name the plugins' methods
     out = Path(output).expanduser()
     labels: dict[str, str] = {}
     for item in recipes:
@@ -274,6 +275,8 @@ def start_key(config: TrainConfig) -> str:
         "eval_batch_size": config.eval_batch_size,  # batches change padding, hence the last digits
         "trust_remote_code": config.trust_remote_code,
     }
+    if config.dev or config.test:  # own pairs: their start scores too (keys of runs without them unchanged)
+        values.update(dev=config.dev, test=config.test, pair_columns=config.pair_columns)
     if config.prompt:  # the [MASK] state of a template is another representation (keys of plain runs unchanged)
         values.update(prompt=True, prompt_template=config.prompt_template, prompt_template2=config.prompt_template2)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
@@ -376,7 +379,7 @@ def run_all(
         state = states[spec.name]
         if state == "finished":
             results[spec.name] = json.loads((spec.path / "results.json").read_text(encoding="utf-8"))
-            say(f"{prefix} finished earlier, skipped (avg {results[spec.name]['test']['avg']:.2f})")
+            say(f"{prefix} finished earlier, skipped ({_score_text(results[spec.name])})")
             continue
         shared_path = out / f"start-{start_key(spec.config)}.json"
         shared = _read_json(shared_path)
@@ -408,10 +411,24 @@ def run_all(
         atomic_write_json(spec.path / RUN_INFO, info)
         results[spec.name] = run_results
         say(
-            f"{prefix} done: avg {run_results['test']['avg']:.2f}, best step {run_results['best_step']}, "
+            f"{prefix} done: {_score_text(run_results)}, best step {run_results['best_step']}, "
             f"{run_results['seconds']:.0f} s"
         )
     return results
+
+
+def _score_text(results: dict) -> str:
+    """``avg 76.52`` and each test pair set's score, for the progress lines."""
+    test = results["test"]
+    parts = [f"avg {test['avg']:.2f}"] if isinstance(test.get("avg"), float) else []
+    parts += [f"{name} {r['spearman']:.2f}" for name, r in (test.get("pairs") or {}).items()]
+    return ", ".join(parts) or "no test scores"
+
+
+def start_cosines(spec: RunSpec) -> dict[str, list[float]] | None:
+    """The untrained encoder's per-pair cosines on the run's test pair sets (its ``start.json``)."""
+    start = _read_json(spec.path / "start.json") or {}
+    return start.get("pair_cosines")
 
 
 def run_info(spec: RunSpec) -> dict[str, Any]:

@@ -136,10 +136,19 @@ class ObjectiveStateCallback(TrainerCallback):
         self.loss = loss
 
     def _state(self) -> dict[str, torch.Tensor]:
-        # The encoder is saved by the trainer; keep only the objective's own state.
-        return {
-            k: v.detach().cpu().contiguous() for k, v in self.loss.state_dict().items() if not k.startswith("model.")
-        }
+        # The encoder is saved by the trainer; keep only the objective's own state. A loss may hold
+        # the encoder under another name (sentence-transformers' TSDAE: ``encoder``, with a decoder
+        # tied to it), so tensors sharing the encoder's storage are left out too.
+        model = getattr(self.loss, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            model = next((m for m in self.loss.children() if hasattr(m, "tokenize")), None)
+        shared = {t.data_ptr() for t in model.state_dict().values()} if model is not None else set()
+        state = {}
+        for key, value in self.loss.state_dict().items():
+            if key.startswith("model.") or value.data_ptr() in shared:
+                continue
+            state[key] = value.detach().cpu().contiguous().clone()
+        return state
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         barrier()

@@ -18,7 +18,14 @@ from typing import Any
 import yaml
 
 from hardcse.errors import ConfigError
-from hardcse.objectives.registry import get_method, is_method, method_names, normalize_recipe, recipe_names
+from hardcse.objectives.registry import (
+    get_method,
+    is_method,
+    load_plugins,
+    method_names,
+    normalize_recipe,
+    recipe_names,
+)
 from hardcse.process_group import launched_world_size
 from hardcse.safety import brief, load_yaml_text
 
@@ -61,6 +68,8 @@ class TrainConfig:
     lr: float = 3e-5
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    # linear (decay to 0, the official recipes') or constant (after warm-up; TSDAE's documentation)
+    lr_schedule: str = "linear"
     max_grad_norm: float = 1.0
     temperature: float = 0.05
     # Encode the two views in this many length-sorted chunks (less padding; 1 = one pass).
@@ -78,13 +87,26 @@ class TrainConfig:
     eval_steps: int = 50
     early_stopping: int | None = None
     eval_batch_size: int = 128
-    # Tasks scored before and after training (default: the seven of the papers).
+    # Tasks scored before and after training (default: the seven of the papers; [] with `test`: none).
     test_tasks: list[str] | None = None
+    # Your own pairs (hardcse.data.pairs): `dev` replaces STS-B dev for selection and early stopping;
+    # each `test` set is scored before and after training. A TSV/CSV/JSONL file, a saved `datasets`
+    # directory or name, or a built-in domain (STS-B:captions, STS-B:news, STS-B:forums, SICK).
+    dev: str | None = None
+    test: list[str] = field(default_factory=list)
+    # Sentence 1, sentence 2 and score columns of those files (names, or positions without a header).
+    pair_columns: list[str] | None = None
     # Output
     output: str = "runs/simcse-cpu"
     save_total_limit: int = 1
     # Live tracking (the trainer's integrations): tensorboard, wandb, mlflow, trackio; none: nowhere.
     report_to: list[str] = field(default_factory=lambda: ["none"])
+    # Train with a sentence-transformers loss instead of the recipe (domain-adaptation baselines:
+    # tsdae, ct; hardcse.training.st_baselines); null: the recipe.
+    st_loss: str | None = None
+    # Modules imported before anything else is checked: they register methods from outside hardcse
+    # (--plugin MODULE; saved here so --resume and compare import them again).
+    plugins: list[str] = field(default_factory=list)
     # Method settings by method name (fields of each method's config dataclass; defaults where absent).
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -151,10 +173,24 @@ class TrainConfig:
         from hardcse.training.tracking import report_targets
 
         report_targets(self.report_to)  # known names, each integration's package installed
-        if self.test_tasks is not None:
+        if self.test_tasks is not None and (self.test_tasks or not self.test):
             from hardcse.evaluation.sts import resolve_tasks
 
             resolve_tasks(self.test_tasks, "test")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+        if self.st_loss is not None:
+            from hardcse.training.st_baselines import check_st_loss
+
+            check_st_loss(self.st_loss)
+            if self.prompt:
+                raise ConfigError("st_loss trains a plain encoder; it cannot be combined with prompt.")
+        if self.pair_columns is not None:
+            from hardcse.data.pairs import parse_columns
+
+            parse_columns(self.pair_columns)
+        if self.dev is not None and not self.dev.strip():
+            raise ConfigError("--dev is empty; pass a pair file or a domain such as STS-B:captions.")
         self.method_configs()  # each method's own checks (K <= batch, margins, choices ...)
 
     def method_configs(self) -> dict[str, Any]:
@@ -228,6 +264,8 @@ class TrainConfig:
 
 
 POOLINGS = ("cls", "mean", "max")
+#: Learning-rate schedules by name -> the transformers scheduler type.
+LR_SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup"}
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -273,6 +311,8 @@ def check_fields(cls: type, values: Any, source: str, prefix: str = "") -> dict[
             f"'{prefix.rstrip('.')}' in {source} must be a mapping of keys to values, got {brief(values)}."
         )
     top = cls is TrainConfig
+    if top:
+        load_plugins(values.get("plugins"))  # they may register the methods named below
     names = config_keys() if top else [f.name for f in dataclasses.fields(cls)]
     unknown = [key for key in values if key not in names]
     if unknown:
@@ -373,6 +413,10 @@ def make_config(
     file_values = load_yaml(config_file) if config_file is not None else {}
     source = f"config file '{config_file}'"
     preset = overrides.pop("preset", None) or file_values.get("preset") or preset or "cpu"
+    plugins = [*_names(file_values.get("plugins")), *_names(overrides.get("plugins"))]
+    load_plugins(plugins)  # before the preset: the recipe may name a plugin's method
+    if plugins:
+        overrides["plugins"] = list(dict.fromkeys(plugins))
     recipe = recipe or file_values.get("recipe")
     if isinstance(recipe, (list, tuple)):
         recipe = normalize_recipe(recipe)
@@ -385,6 +429,13 @@ def make_config(
         config.output = f"runs/{config.recipe}-{config.preset}"
     config.validate()
     return config
+
+
+def _names(value: Any) -> list[Any]:
+    """A ``plugins`` value as a list (one name, a list, or nothing)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def dump_yaml(config: TrainConfig) -> str:

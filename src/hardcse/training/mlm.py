@@ -59,6 +59,7 @@ from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name, resolve_model_name
 from hardcse.numeric import is_finite_number
 from hardcse.safety import brief, load_yaml_text
+from hardcse.training.config import LR_SCHEDULES
 from hardcse.training.tracking import report_targets, training_report_to
 
 logger = logging.getLogger(__name__)
@@ -72,9 +73,6 @@ RUN_KIND = "mlm"
 #: Losses averaged for the reported first and last loss (single steps are noisy).
 LOSS_WINDOW = 10
 
-
-#: ``--lr-schedule`` names and the transformers scheduler each one runs.
-LR_SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup"}
 
 
 @dataclass

@@ -19,14 +19,25 @@ def write_report(out: Path, results: dict[str, Any], config: Any) -> None:
         f"# hardcse {results['recipe']} run",
         "",
         f"- model: `{results['model']}`; preset `{results.get('preset')}`; seed {results['seed']}",
-        f"- steps: {results['steps']}; best STS-B dev {results['stsb_dev_best']:.2f} at step {results['best_step']}"
+        f"- steps: {results['steps']}; best {results.get('dev_set', 'STS-B dev')} {results['stsb_dev_best']:.2f}"
+        f" at step {results['best_step']}"
         f" (untrained: {results['start'].get('stsb_dev', float('nan')):.2f})",
         f"- wall time: {results['seconds']:.0f} s",
         "",
-        "Spearman x100, cosine, STS12-16 'all' aggregation, STS-B and SICK-R test splits:",
-        "",
-        format_comparison(results["start"], results["test"], labels=("untrained", "trained")),
-        "",
+    ]
+    if results["test"]["tasks"]:
+        lines += [
+            "Spearman x100, cosine, STS12-16 'all' aggregation, STS-B and SICK-R test splits:",
+            "",
+            format_comparison(results["start"], results["test"], labels=("untrained", "trained")),
+            "",
+        ]
+    if results["test"].get("pairs"):
+        from hardcse.evaluation.pairs import format_pair_comparison
+
+        table = format_pair_comparison(results["start"].get("pairs", {}), results["test"]["pairs"])
+        lines += ["Test pairs (Spearman x100, bootstrap 95% interval over pairs):", "", "```", table, "```", ""]
+    lines += [
         "![curves](curves.png)",
         "",
     ]

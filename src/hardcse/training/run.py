@@ -39,8 +39,8 @@ from hardcse.models.loading import describe_pooling, load_sentence_model
 from hardcse.models.precision import bf16_support
 from hardcse.models.prompt import training_collator
 from hardcse.numeric import is_nan
-from hardcse.objectives.base import HardCSELoss, Part
-from hardcse.objectives.registry import BuildContext, StepHook, parse_recipe
+from hardcse.objectives.base import HardCSELoss
+from hardcse.objectives.registry import BuildContext, compose
 from hardcse.rundir import RunDirectory, check_output_dir
 from hardcse.safety import DiskFull, check_inputs_outside, disk_full_message, input_paths, is_disk_full
 from hardcse.training.callbacks import (
@@ -52,7 +52,7 @@ from hardcse.training.callbacks import (
 )
 from hardcse.training.card import render_model_card
 from hardcse.training.checkpoints import SaveGuard, check_resumable, last_complete_checkpoint, verify_checkpoint
-from hardcse.training.config import TrainConfig, dump_yaml
+from hardcse.training.config import LR_SCHEDULES, TrainConfig, dump_yaml
 from hardcse.training.report import write_report
 from hardcse.training.signals import raise_if_stopped, signal_name, stop_on_signal, training_loop
 from hardcse.training.tracking import attach_tracking, training_report_to
@@ -115,21 +115,16 @@ def build_objective(
         encode_batch_size=config.eval_batch_size,
         show_progress=show_progress,
     )
-    configs = config.method_configs()
-    parts: list[Part] = []
-    hooks: list[StepHook] = []
-    for method in parse_recipe(config.recipe):
-        built = method.build_parts(configs[method.name], context)
-        parts.extend(built.parts)
-        hooks.extend(built.hooks)
+    built = compose(config.recipe, config.method_configs(), context)
     loss = HardCSELoss(
         model,
-        parts=parts,
+        parts=built.parts,
+        head=built.head,
         temperature=config.temperature,
         length_chunks=config.length_chunks,
         mini_batch_size=config.mini_batch_size,
     )
-    return loss, [MethodHooksCallback(hooks)] if hooks else []
+    return loss, [MethodHooksCallback(built.hooks)] if built.hooks else []
 
 
 def _cpu_processes() -> bool:
@@ -190,7 +185,7 @@ def _training_args(config: TrainConfig, out: Path) -> SentenceTransformerTrainin
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.lr,
         weight_decay=config.weight_decay,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=LR_SCHEDULES[config.lr_schedule],
         warmup_steps=config.warmup_steps,
         max_grad_norm=config.max_grad_norm,
         adam_beta1=0.9,
@@ -241,7 +236,6 @@ def train(
     from hardcse.evaluation.evaluator import STSEvaluator
     from hardcse.evaluation.predictions import save_predictions
     from hardcse.evaluation.scoring import resolve_tasks
-    from hardcse.evaluation.sts import evaluate_model
 
     config.validate()
     started = time.perf_counter()
@@ -280,15 +274,16 @@ def train(
     config.corpus = resolve_corpus_paths(config.corpus, data_dir)
     if config.data_dir is not None:
         config.data_dir = str(Path(config.data_dir).expanduser().resolve())
-    dataset = corpus_dataset(sentences)
-    evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size)
-    test_data = load_tasks(resolve_tasks(config.test_tasks, "test"), data_dir, "test")
+    dev_set, test_sets = load_run_pairs(config, data_dir, sentences)
+    evaluator = STSEvaluator(data_dir=data_dir, batch_size=config.eval_batch_size, pair_set=dev_set, name="stsb")
+    test_names = [] if config.test_tasks == [] else resolve_tasks(config.test_tasks, "test")  # []: pair sets only
+    test_data = load_tasks(test_names, data_dir, "test") if test_names else {}
     torch.manual_seed(config.seed)  # the head's initialisation
     model = build_training_model(
         config.model,
         pooling=config.pooling,
         max_seq_length=config.max_seq_length,
-        mlp_head=config.mlp_head,
+        mlp_head=config.mlp_head and config.st_loss is None,  # a baseline's loss takes the pooled vector
         dropout=config.dropout,
         trust_remote_code=config.trust_remote_code,
         prompt=config.prompt,
@@ -301,7 +296,14 @@ def train(
         enable_fast_dropout(model)
     eval_len = position_limit(model) or config.max_seq_length
     model_name = display_name(config.model)
-    loss, extra_callbacks = build_objective(config, model, sentences, show_progress=bars)
+    if config.st_loss is not None:
+        from hardcse.training.st_baselines import build_st_objective
+
+        loss, dataset = build_st_objective(config.st_loss, model, sentences, config.seed)
+        extra_callbacks: list[TrainerCallback] = []
+    else:
+        loss, extra_callbacks = build_objective(config, model, sentences, show_progress=bars)
+        dataset = corpus_dataset(sentences)
     # Every process has checked the inputs before the main one creates or clears anything.
     dist.barrier()
     rundir = create_output(out, overwrite=overwrite, resume=resume) if main else None
@@ -323,15 +325,8 @@ def train(
         elif resume and start_path.is_file():
             start = json.loads(start_path.read_text(encoding="utf-8"))
         elif main:
-            start = evaluate_model(
-                model,
-                tasks=config.test_tasks,
-                data=test_data,
-                batch_size=config.eval_batch_size,
-                show_progress=bars,
-                model_name=model_name,
-                pooling=pooling_name,
-            )
+            start, start_pairs = score_tests(model, config, test_data, test_sets, bars, model_name, pooling_name)
+            start["pair_cosines"] = {name: cos.tolist() for name, (_, cos) in start_pairs.items()}
             start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
             atomic_write_json(start_path, start)
         dist.barrier()
@@ -392,17 +387,10 @@ def train(
             exported = load_sentence_model(str(out / "model"), device=str(model.device))
         else:
             exported = SentenceTransformer(str(out / "model"), device=str(model.device))
-        test = evaluate_model(
-            exported,
-            tasks=config.test_tasks,
-            data=test_data,
-            batch_size=config.eval_batch_size,
-            show_progress=bars,
-            model_name=str(out / "model"),
-            pooling=pooling_name,
-            return_predictions=True,
+        test, pair_predictions = score_tests(
+            exported, config, test_data, test_sets, bars, str(out / "model"), pooling_name, predictions=True
         )
-        save_predictions(out / PREDICTIONS, test.pop("predictions"))
+        save_predictions(out / PREDICTIONS, {**test.pop("predictions"), **pair_predictions})
 
         results: dict[str, Any] = {
             "recipe": config.recipe,
@@ -412,7 +400,8 @@ def train(
             "steps": int(state.global_step),
             "best_step": best_step,
             "stsb_dev_best": float(state.best_metric),
-            "start": start,
+            "dev_set": dev_set.name if dev_set is not None else "STS-B dev",
+            "start": {k: v for k, v in start.items() if k != "pair_cosines"},
             "test": test,
             "history": history.history,
             "seconds": round(time.perf_counter() - started, 2),
@@ -421,7 +410,11 @@ def train(
         write_report(out, results, config)
         # The exported model's card: base model, recipe and settings, corpus, scores, citations.
         card = render_model_card(
-            config.to_dict(), results, corpus_sentences=len(sentences), model_path=str(out / "model")
+            config.to_dict(),
+            results,
+            citations=getattr(loss, "citations", None),  # every method of the objective (None: from the recipe)
+            corpus_sentences=len(sentences),
+            model_path=str(out / "model"),
         )
         atomic_write_text(out / "model" / "README.md", card)
         atomic_write_json(out / "results.json", results)
@@ -533,3 +526,54 @@ def _check_finite(results: dict) -> None:
         for key, value in entry.items():
             if is_nan(value):
                 entry[key] = None
+
+
+def load_run_pairs(config: TrainConfig, data_dir: Path, sentences: list[str]) -> tuple[Any, list[Any]]:
+    """The run's dev pair set (None: STS-B dev) and test pair sets, read and checked before anything
+    slow; a set sharing sentences with the training corpus gets a leakage warning."""
+    from hardcse.data.pairs import load_pair_set, overlap_warning, unique_names
+
+    dev_set = load_pair_set(config.dev, "dev", data_dir, config.pair_columns) if config.dev else None
+    test_sets = unique_names([load_pair_set(t, "test", data_dir, config.pair_columns) for t in config.test])
+    corpus = set(sentences)
+    for role, pair_set in [("dev", dev_set), *(("test", t) for t in test_sets)]:
+        warning = overlap_warning(pair_set, corpus, role) if pair_set is not None else None
+        if warning:
+            logger.warning(warning)
+    return dev_set, test_sets
+
+
+def score_tests(
+    model: SentenceTransformer,
+    config: TrainConfig,
+    test_data: dict,
+    test_sets: list[Any],
+    bars: bool,
+    model_name: str,
+    pooling: str,
+    predictions: bool = False,
+) -> tuple[dict, dict]:
+    """The STS tasks' evaluation (``evaluate_model``'s dict, ``tasks`` empty when none are scored)
+    with ``"pairs"``: each test pair set's score and interval; and the pair sets' predictions."""
+    from hardcse.evaluation.pairs import PREDICTION_PREFIX, score_pair_sets
+    from hardcse.evaluation.sts import evaluate_model
+
+    if test_data:
+        result = evaluate_model(
+            model,
+            tasks=config.test_tasks,
+            data=test_data,
+            batch_size=config.eval_batch_size,
+            show_progress=bars,
+            model_name=model_name,
+            pooling=pooling,
+            return_predictions=predictions,
+        )
+    else:
+        result = {"model": model_name, "pooling": pooling, "tasks": {}, "avg": None}
+        if predictions:
+            result["predictions"] = {}
+    pairs, pair_predictions = score_pair_sets(model, test_sets, batch_size=config.eval_batch_size)
+    result["pairs"] = pairs
+    flat = {name.removeprefix(PREDICTION_PREFIX): subsets["pairs"] for name, subsets in pair_predictions.items()}
+    return result, (pair_predictions if predictions else flat)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from hardcse.cli import app
-from hardcse.errors import DataError
+from hardcse.errors import ConfigError, DataError
 from hardcse.io import atomic_write_json
 from hardcse.numeric import is_nan
 from hardcse.rundir import check_writable
@@ -114,21 +115,17 @@ def evaluate(
     pooling = check_pooling(pooling)
     aggregation = check_aggregation(aggregation)
     names = None if tasks is None else [t for t in (p.strip() for p in tasks.split(",")) if t]
-    if pairs:
-        if use_mteb:
-            from hardcse.errors import ConfigError
-
-            raise ConfigError("--pairs scores your own files; it cannot be combined with --mteb.")
-        options = (pooling, aggregation, split, batch_size, data_dir, output, trust_remote_code, device)
-        _evaluate_pairs(model, pairs, pair_columns, names, *options, fused_kernels)
-        return
-    names = resolve_tasks(names, split)
+    if pairs and use_mteb:
+        raise ConfigError("--pairs scores your own files; it cannot be combined with --mteb.")
+    sets = _pair_sets(pairs, pair_columns, split, data_dir)
+    names = resolve_tasks(names, split) if names or not sets else []  # --pairs alone: only the pairs
     if use_mteb:
         _evaluate_with_mteb(model, pooling, names, aggregation, split, batch_size, output, trust_remote_code, device)
         return
-    data = load_tasks(names, data_dir, split)
+    data = load_tasks(names, data_dir, split) if names else {}
     check_output_file(output)
 
+    begin = time.perf_counter()
     encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
     result = evaluate_model(
         encoder,
@@ -141,6 +138,11 @@ def evaluate(
         pooling=pooling,
         fused_kernels=fused_kernels,
     )
+    if sets:
+        from hardcse.evaluation.pairs import score_pair_sets
+
+        result["pairs"], _ = score_pair_sets(encoder, sets, batch_size=batch_size, show_progress=sys.stderr.isatty())
+        result["seconds"] = time.perf_counter() - begin
     nan = any(is_nan(t["spearman"]) for t in result["tasks"].values())
     _print_result(
         result,
@@ -148,6 +150,15 @@ def evaluate(
         "note: nan means the model gave every pair the same similarity." if nan else None,
         output,
     )
+
+
+def _pair_sets(specs: list[str] | None, columns: str | None, split: str, data_dir: Path | None) -> list:
+    """The ``--pairs`` sets, read and checked before any model loads (domains: their ``split``)."""
+    if not specs:
+        return []
+    from hardcse.data.pairs import load_pair_set, unique_names
+
+    return unique_names([load_pair_set(spec, split, data_dir, columns) for spec in specs])
 
 
 def _print_result(result: dict, settings: str, note: str | None, output: Path | None) -> None:
@@ -158,7 +169,12 @@ def _print_result(result: dict, settings: str, note: str | None, output: Path | 
     console.print(
         f"{result['model']}  pooling={result['pooling']}  {settings}  ({result['seconds']:.1f} s)", markup=False
     )
-    console.print(format_table(result), markup=False)
+    if result["tasks"]:
+        console.print(format_table(result), markup=False)
+    if result.get("pairs"):
+        from hardcse.evaluation.pairs import format_pair_table
+
+        console.print(format_pair_table(result["pairs"]), markup=False)
     if note:
         console.print(note, markup=False)
     if output is not None:
@@ -203,65 +219,3 @@ def _evaluate_with_mteb(
     )
     note = SICKR_NOTE if "SICKRelatedness" in result["tasks"] else None
     _print_result(result, f"source=mteb {result['mteb_version']}", note, output)
-
-
-def _evaluate_pairs(
-    model: str,
-    specs: list[str],
-    pair_columns: str | None,
-    names: list[str] | None,
-    pooling: str | None,
-    aggregation: str,
-    split: str,
-    batch_size: int,
-    data_dir: Path | None,
-    output: Path | None,
-    trust_remote_code: bool,
-    device: str | None,
-    fused_kernels: bool,
-) -> None:
-    """``hardcse evaluate --pairs``: the user's pair sets (and the named STS tasks, if any)."""
-    import time
-
-    from hardcse.data.pairs import load_pair_set, unique_names
-    from hardcse.data.sts import canonical_split, load_tasks
-    from hardcse.evaluation.pairs import format_pair_table, score_pair_sets
-    from hardcse.evaluation.scoring import resolve_tasks
-    from hardcse.evaluation.sts import evaluate_model
-    from hardcse.models.defaults import display_name
-    from hardcse.models.loading import load_sentence_model
-
-    split = canonical_split(split)
-    sets = unique_names([load_pair_set(spec, split, data_dir, pair_columns) for spec in specs])
-    task_names = resolve_tasks(names, split) if names else []
-    data = load_tasks(task_names, data_dir, split) if task_names else None
-    check_output_file(output)
-    begin = time.perf_counter()
-    encoder = load_sentence_model(model, pooling=pooling, trust_remote_code=trust_remote_code, device=device)
-    scored, _ = score_pair_sets(encoder, sets, batch_size=batch_size, show_progress=sys.stderr.isatty())
-    result: dict = {"model": display_name(model), "pooling": pooling, "split": split, "pairs": scored}
-    if data is not None:
-        result.update(
-            evaluate_model(
-                encoder,
-                data=data,
-                aggregation=aggregation,
-                split=split,
-                batch_size=batch_size,
-                show_progress=sys.stderr.isatty(),
-                model_name=display_name(model),
-                pooling=pooling,
-                fused_kernels=fused_kernels,
-            )
-        )
-        result["pairs"] = scored
-    result["seconds"] = time.perf_counter() - begin
-    console = Console(highlight=False, soft_wrap=True)
-    if data is not None:
-        _print_result(result, f"aggregation={result['aggregation']}  split={split}", None, None)
-    else:
-        console.print(f"{result['model']}  ({result['seconds']:.1f} s)", markup=False)
-    console.print(format_pair_table(scored), markup=False)
-    if output is not None:
-        write_json(result, output)
-        console.print(f"wrote {output}", markup=False)

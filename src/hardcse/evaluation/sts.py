@@ -153,7 +153,7 @@ def evaluate_model(
         model_name: the name stored in the result (default: the transformer's name or path).
         pooling: the pooling name stored in the result (default: read from the model).
         data: tasks already loaded with :func:`hardcse.data.sts.load_tasks` with the same
-            ``split`` (skips reading files).
+            ``split`` (skips reading files); an empty mapping scores no task (``tasks`` empty, ``avg`` NaN).
         return_predictions: also return ``"predictions": {task: {subset: (gold, cosine)}}``, the
             per-pair scores (numpy arrays, not JSON-serialisable; see :func:`save_predictions`).
         fused_kernels: on a float32 CPU model, run the linear layers on oneDNN with bias and GELU
@@ -175,10 +175,14 @@ def evaluate_model(
     if data is None:
         names = resolve_tasks(tasks, split)
         data = load_tasks(names, data_dir, split)
-    else:
+    elif data:
         names = resolve_tasks(list(data) if tasks is None else tasks, split)
         data = {t: data[t] for t in names}
-    task_results = score_tasks(model, data, aggregation, batch_size, show_progress, return_predictions, fused_kernels)
+    task_results = {}
+    if data:
+        task_results = score_tasks(
+            model, data, aggregation, batch_size, show_progress, return_predictions, fused_kernels
+        )
     predictions = {t: r.pop("predictions") for t, r in task_results.items() if "predictions" in r}
     ordered = {t: task_results[t] for t in TASKS if t in task_results}
     result = {

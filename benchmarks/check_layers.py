@@ -1,4 +1,4 @@
-"""Print hardcse's import layers (DESIGN.md) and every import that breaks them; exit 1 if any does.
+"""Print hardcse's import layers (docs/architecture.md) and every import that breaks them; exit 1 if any does.
 
     .venv/bin/python benchmarks/check_layers.py
 

@@ -22,7 +22,7 @@ from hardcse.data.sts import KNOWN_SIZES, STS_SUBSETS, senteval_root
 from hardcse.errors import ConfigError, DataError
 
 # ---------------------------------------------------------------------------------------------
-# The real files (shared/data/SOURCES.md)
+# The real files (the official releases in SentEval's layout)
 
 EXPECTED = {
     "STS12": {

@@ -138,7 +138,7 @@ def test_adversarial_offset_is_a_seeded_unit_vector_and_step_uses_it():
 
 
 def test_adversarial_gradient_respects_the_analytical_bound():
-    # |grad_i| <= 2 / (N tau |a_i|) with the mean reduction (METHODS.md §4.3).
+    # |grad_i| <= 2 / (N tau |a_i|) with the mean reduction.
     gen = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(8, 16, generator=gen), torch.randn(8, 16, generator=gen)
     z_hat, start = AdversarialPositive(1.0, "unit_uniform", 1)(z1, z2, TAU, step=0)

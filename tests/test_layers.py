@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, checked on the source: imports go downward only, and there are no cycles.
+"""The layers of docs/architecture.md, checked on the source: imports go downward only, and there are no cycles.
 
 Every module under ``src/hardcse`` is parsed with :mod:`ast` (nothing is imported); every import of a
 hardcse module counts, at module level or inside a function (a function-level import is still a

@@ -103,7 +103,7 @@ def test_card_names_every_required_item():
 
 
 def test_hsimcse_entry_invents_no_authors():
-    # spec/METHODS.md and the sources at hand give HSimCSE's title and venue, not its authors.
+    # The paper's front matter and the official code give HSimCSE's title and venue, not its authors.
     entry = get_method("hsimcse").citation
     assert "author" not in entry and "IJCNN" in entry and "Authors not recorded" in entry
     assert "Deng and others" in get_method("clusterns").citation  # only the first author's surname is sourced

@@ -2,7 +2,7 @@
 
 :class:`ClusterState` keeps K centroids of the view-1 sentence vectors and runs, once per
 training forward, the state machine of the official code (``kmeans_cluster`` in
-``djz233/ClusterNS``; METHODS.md §3.2):
+``djz233/ClusterNS``):
 
 (a) **Start trigger.** While not started, clustering starts at the first step where the mean of
     the *whole* N x N cross-view cosine matrix (diagonal included, no temperature) is

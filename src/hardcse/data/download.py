@@ -1,7 +1,7 @@
 """Download the official STS/SICK releases and the SimCSE training corpus into the data directory.
 
-The archives are the ones SentEval's ``get_transfer_data.bash`` fetches (``spec/METHODS.md``
-section 6.2) and SimCSE's ``wiki1m_for_simcse.txt`` (section 5). They are arranged in SentEval's
+The archives are the ones SentEval's ``get_transfer_data.bash`` fetches
+and SimCSE's ``wiki1m_for_simcse.txt`` (its ``data/download_wiki.sh``). They are arranged in SentEval's
 layout, which the loaders in :mod:`hardcse.data.sts` read::
 
     senteval/STS/STS12-en-test/   from STS2012-en-test.zip (folder test-gold)

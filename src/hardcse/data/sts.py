@@ -92,7 +92,7 @@ METRIC_NAMES: dict[str, str] = {
     "SICKRelatedness": "sickr",
 }
 
-#: Pair counts of the official releases (shared/data/SOURCES.md, METHODS.md section 6.3).
+#: Pair counts of the official releases (SentEval's copies of STS12-16, STS-B and SICK).
 KNOWN_SIZES: dict[tuple[str, str], int] = {
     ("STS12", "MSRpar"): 750,
     ("STS12", "MSRvid"): 750,

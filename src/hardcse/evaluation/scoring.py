@@ -1,7 +1,7 @@
 """SentEval-compatible STS scoring: cosine similarity, Spearman x100, the papers' aggregations.
 
 The protocol is that of the SentEval fork used by SimCSE, ClusterNS and HSimCSE
-(``spec/METHODS.md`` section 6):
+(SentEval: Conneau and Kiela, LREC 2018; SimCSE's ``SentEval/senteval/sts.py``):
 
 * each pair is scored by the **cosine similarity** of its two sentence embeddings (NaN
   embedding entries and NaN cosines become 0, as in SentEval);

@@ -1,4 +1,4 @@
-"""The corpus embedding bank and its faiss index (DESIGN.md ``index`` layer)."""
+"""The corpus embedding bank and its faiss index (the ``index`` layer of docs/architecture.md)."""
 
 from hardcse.index.bank import INDEX_KINDS, CorpusIndex, bank_fingerprint, duplicate_groups
 

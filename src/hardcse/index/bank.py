@@ -1,6 +1,6 @@
 """The corpus embedding bank and its faiss index (build, refresh, search with self-exclusion).
 
-HSimCSE (METHODS.md §4.1-§4.2) looks up, for every anchor of a training batch, its nearest
+HSimCSE looks up, for every anchor of a training batch, its nearest
 sentences in the whole training corpus. This module holds that corpus "memory bank":
 
 * the bank's vectors come from :func:`hardcse.models.corpus_encoding.encode_corpus` (the model-aware
@@ -11,7 +11,7 @@ sentences in the whole training corpus. This module holds that corpus "memory ba
   ``nprobe``) or ``IndexHNSWFlat`` (``M``, ``efSearch``) for large corpora.
   :meth:`CorpusIndex.search` excludes, for each query, the query's own corpus row **and every
   exact duplicate of its text** (rows sharing a :func:`duplicate_groups` id), which the official
-  code tried to do by comparing token ids and got wrong (METHODS.md §4.2, §4.7-3).
+  code tried to do by comparing token ids and got wrong.
 
 Scale (``benchmarks/retrieval_scale.py``, 1M x 384 synthetic bank, 64 queries, k=7, one faiss
 thread on a busy 2-core CPU): exact search 5.5 s per step; IVF (nlist 4000) 27 ms at nprobe 8

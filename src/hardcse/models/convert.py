@@ -1,6 +1,6 @@
 """Convert SimCSE-family checkpoints into sentence-transformers models with the right pooling.
 
-Two input layouts are recognised (``spec/METHODS.md`` §1.1, §1.5):
+Two input layouts are recognised:
 
 * **training checkpoint** (``BertForCL`` / ``RobertaForCL`` of SimCSE, ClusterNS, HSimCSE and
   their forks): ``config.json`` plus ``pytorch_model.bin`` or ``model.safetensors`` whose

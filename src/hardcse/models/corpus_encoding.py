@@ -5,7 +5,7 @@ L2-normalised float32 vectors, in one of two spaces:
 
 - ``official``: the model in eval mode (no dropout) **without** the train-only MLP head, i.e. the
   raw pooled ``[CLS]`` of the backbone, L2-normalised. Called on the untrained model before
-  training this is exactly the official bank (METHODS.md §4.1).
+  training this is exactly the official bank.
 - ``refresh``: the model in eval mode (no dropout) **with** the train-only head applied, i.e. the
   space the training queries live in. :func:`head_applied` runs
   :class:`~hardcse.models.head.TrainOnlyHead` although the model is in eval mode.
@@ -101,7 +101,7 @@ def encode_corpus(
     """The corpus bank: ``sentences`` encoded in ``mode`` space, L2-normalised float32 (n x d).
 
     ``mode="official"``: eval mode, no MLP head (raw pooled ``[CLS]``), as the official bank
-    when called on the untrained model (METHODS.md §4.1). ``mode="refresh"``: eval mode with the
+    when called on the untrained model. ``mode="refresh"``: eval mode with the
     train-only head applied (the queries' space, without dropout). Every module's train/eval
     flag is restored afterwards.
 

@@ -2,7 +2,7 @@
 
 The sentence is wrapped in a template and its vector is the encoder's last-layer hidden state at
 the template's ``[MASK]`` token (Jiang et al., 2022, PromptBERT; ``djz233/ClusterNS``
-``train_prompt.py`` / ``prompt_bert/models.py`` / ``evaluation_prompt.py``; METHODS.md §3.5).
+``train_prompt.py`` / ``prompt_bert/models.py`` / ``evaluation_prompt.py``).
 
 Templates are written with two placeholders, ``{sentence}`` and ``{mask}`` (the tokenizer's mask
 token). The defaults are the RoBERTa-style templates of the official ``run_prompt.sh``, which the
@@ -35,7 +35,7 @@ not one of ``. ? " '``, the text ``template_1(sentence)`` (stripped) is tokenise
 special tokens, and the vector is the ``[MASK]`` state, without denoising and without the head (the
 official script does not pass the delta flag).
 
-Official details kept on purpose (METHODS.md §3.7; docs/prompt.md):
+Official details kept on purpose (docs/prompt.md):
 
 * the empty-template position ids start at 0 for every model, as ``get_delta`` passes them
   explicitly; for RoBERTa, whose sentence rows count positions from ``padding_idx + 1 = 2``, the

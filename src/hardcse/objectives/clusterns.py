@@ -1,7 +1,7 @@
 """ClusterNS: clustering-aware negative sampling (Deng et al., Findings of ACL 2023).
 
 A modified K-means (:class:`hardcse.cluster.ClusterState`) runs over the view-1 vectors during
-training. Once it has started (batch-mean cosine ``<= theta``), the loss is (METHODS.md §3.1)
+training. Once it has started (batch-mean cosine ``<= theta``), the loss is
 
 .. math::
 
@@ -132,7 +132,7 @@ class ClusterNSConfig:
 
 
 def bml_loss(sim: Tensor, mask: Tensor, alpha: float, beta: float, normalize: str = "all") -> Tensor:
-    """Bidirectional margin loss over the false-negative pairs ``mask`` (METHODS.md §3.1).
+    """Bidirectional margin loss over the false-negative pairs ``mask``.
 
     ``Delta_ij = M_ij (S_ij - S_ii)``; each entry gives ``max(0, Delta + alpha) +
     max(0, -Delta - beta)``. ``normalize="all"`` averages over all N^2 entries (unmasked ones
@@ -300,7 +300,7 @@ def _preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
     }
 
 
-#: The README hyperparameter table of djz233/ClusterNS (non-prompt; METHODS.md §3.4). Batch
+#: The README hyperparameter table of djz233/ClusterNS (non-prompt). Batch
 #: sizes are global ("128*4" = 512). RoBERTa-large leaves alpha/beta blank with lambda = 0
 #: (BML off, centroid hard negatives only): the code defaults are kept for them.
 CLUSTERNS_PRESETS: dict[str, dict] = {
@@ -337,7 +337,7 @@ def _prompt_preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
     }
 
 
-#: Prompt-based ClusterNS (METHODS.md §3.4-§3.5). ``clusterns-prompt-bert-base`` is what the official
+#: Prompt-based ClusterNS. ``clusterns-prompt-bert-base`` is what the official
 #: ``run_prompt.sh`` does by default, not the README column, which disagrees with it (README: K=96,
 #: eta=5e-4, lambda=1e-2, alpha=0, beta=0.2); the script assigns the BERT templates and then the
 #: RoBERTa-style ones, so its BERT run uses the RoBERTa-style templates, and so do these presets.

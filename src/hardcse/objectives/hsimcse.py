@@ -1,6 +1,6 @@
 """HSimCSE: an adversarial hard positive and dual (in-batch + corpus) hard negatives.
 
-HSimCSE (IJCNN 2023, official code ``xubodhu/HSimCSE``; METHODS.md §4) adds one auxiliary term
+HSimCSE (IJCNN 2023, official code ``xubodhu/HSimCSE``) adds one auxiliary term
 to the SimCSE InfoNCE of :mod:`hardcse.objectives.base`:
 
 .. math::
@@ -21,12 +21,12 @@ with, for anchor ``i`` (view 1 ``z_i``, view 2 ``z'_i``, unscaled cosines ``s``)
   query ``z_i`` (inner-product search in a :class:`~hardcse.index.CorpusIndex`), the sentence
   itself and its exact duplicates excluded.
 
-Official constants (METHODS.md §4.6, all hard-coded there, fields of :class:`HSimCSEConfig`
+Official constants (all hard-coded there, fields of :class:`HSimCSEConfig`
 here): ``epsilon = 3.0``, 1 ascent step, ``k = 7``, top-3 mean, ``w_b = 0.9``, ``w_c = 0.11``,
 ``lambda = 0.22``, ``mu = 0``, ``tau = 0.05``; the bank is the *untrained* backbone's
 L2-normalised raw ``[CLS]`` (no MLP head, no dropout), exact inner-product FAISS, built once.
 
-Differences from the official code, on purpose (METHODS.md §4.7):
+Differences from the official code, on purpose:
 
 * self-exclusion works: by corpus row id and exact-duplicate text (the official token-id
   comparison is misaligned and never fires for RoBERTa);
@@ -71,7 +71,7 @@ DEFAULT_SEED = 42
 
 @dataclass
 class HSimCSEConfig:
-    """Every constant of HSimCSE; the defaults are the official code's (METHODS.md §4.6).
+    """Every constant of HSimCSE; the defaults are the official code's.
 
     Adversarial positive: ``adv_step`` (epsilon, raw-gradient ascent step), ``adv_init``
     (``unit_uniform``: uniform(-0.5, 0.5) per dim then unit L2 norm per row, as official;
@@ -152,7 +152,7 @@ _OFFICIAL = asdict(HSimCSEConfig())
 #: The official script (``run_unsup_example.sh``): roberta-base, batch 64, lr 2e-5, 1 epoch,
 #: max length 32, tau 0.05, CLS + train-only MLP, eval/save every 125 steps, fp16, seed 42, and
 #: the hard-coded HSimCSE constants. Selection is on STS-B dev here (the official code selects on
-#: the test sets, METHODS.md §4.7-1). Checkpoints are saved at every evaluation (125 steps).
+#: the test sets). Checkpoints are saved at every evaluation (125 steps).
 HSIMCSE_PRESETS: dict[str, dict[str, Any]] = {
     "hsimcse-roberta-base": {
         "model": "roberta-base",
@@ -194,7 +194,7 @@ def adversarial_loss(a: Tensor, z1: Tensor, temperature: float) -> Tensor:
 
 
 class AdversarialPositive(nn.Module):
-    """``\\hat z = sg(a + epsilon * grad_a L_adv(a))``, ``a = z' + u`` (METHODS.md §4.3).
+    """``\\hat z = sg(a + epsilon * grad_a L_adv(a))``, ``a = z' + u``.
 
     ``u`` is a random offset per row (``unit_uniform``: ``v / (||v|| + 1e-8)`` with ``v`` uniform
     in (-0.5, 0.5)^d, as the official ``_l2_normalize``), drawn from a CPU ``torch.Generator``
@@ -463,7 +463,7 @@ class IndexRefreshHook(StepHook):
     """Rebuild the corpus index of an HSimCSE part (``index_mode: refresh``) from the model being trained.
 
     The official bank is encoded once by the untrained backbone and never refreshed, so its keys
-    drift away from the queries' space (METHODS.md §4.7-2). This hook re-encodes the bank with the
+    drift away from the queries' space. This hook re-encodes the bank with the
     current model (eval mode: no dropout; the train-only head applied, i.e. the queries' space)
     and rebuilds the faiss index:
 
@@ -619,7 +619,7 @@ METHOD = Method(
         name: {"recipe": "hsimcse", "corpus": [WIKI1M], "steps": None, **values}
         for name, values in HSIMCSE_PRESETS.items()
     },
-    # No comparable published figure (the official code selects checkpoints on the test sets, METHODS.md §4.7-1).
+    # No comparable published figure (the official code selects checkpoints on the test sets).
     published={"hsimcse-roberta-base": None},
     citation=CITATION,
     title="HSimCSE",

@@ -375,7 +375,7 @@ def all_presets() -> dict[str, dict[str, Any]]:
 
 
 def paper_preset(model: str, batch: int, lr: float, recipe: str, **extra: Any) -> dict[str, Any]:
-    """The official unsupervised SimCSE recipe (METHODS.md §1-§2) with ``extra`` on top: 1 epoch of
+    """The official unsupervised SimCSE recipe with ``extra`` on top: 1 epoch of
     wiki1m, max length 32, fp16, STS-B dev every 125 steps, CLS + train-only MLP."""
     return {
         "recipe": recipe,

@@ -7,7 +7,7 @@ time, the seven-task STS table before and after training, how to load the model,
 of each method used. The YAML front matter follows the Hugging Face hub's model-card metadata
 (``library_name``, ``base_model``, ``pipeline_tag``, ``tags``).
 
-Citations (sources: ``spec/METHODS.md`` and the official repositories; fields no source gives are
+Citations (sources: the papers and the official repositories; fields no source gives are
 left out and said so in the entry's ``note``):
 
 * SimCSE: Gao, Yao and Chen, EMNLP 2021, arXiv 2104.08821 (authors and title from the official

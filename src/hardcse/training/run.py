@@ -1,6 +1,6 @@
 """Assembling and running one training run on sentence-transformers' trainer.
 
-The way of the data (DESIGN.md): corpus lines -> dataset (``text`` + row id) -> batches ->
+The way of the data (docs/architecture.md): corpus lines -> dataset (``text`` + row id) -> batches ->
 encoder (two dropout views in one pass) -> objective -> loss -> AdamW; every ``eval_steps`` the
 STS-B dev evaluator runs and the best checkpoint is kept; at the end the clean model (no
 train-only head) is exported, scored on the seven STS tasks, and a report (JSON + Markdown +

@@ -49,6 +49,8 @@ FORBIDDEN: tuple[tuple[str, re.Pattern[str]], ...] = (
     # An issue number with a space, hyphen or underscore ("issue N"): a tracker the reader cannot see.
     ("an issue number without its project", re.compile(r"\bissues?[ _-]\d+", re.IGNORECASE)),
     ("an absolute path of the build machine", re.compile(r"(?<![\w.~])/(?:work|root)/|(?<![\w.~])/home/[\w.-]+")),
+    # Notes kept beside the repository, not in it: a reader of the repository cannot open them.
+    ("a file outside the repository", re.compile(r"\b(?:METHODS|DESIGN|ECOSYSTEM|SOURCES)\.md\b")),
 )
 
 #: An issue number with "#" is only allowed right after the public project (or owner/project) it
@@ -111,6 +113,9 @@ _S, _I, _W = "Ses" + "sion", "is" + "sue", "/" + "work"
         f"cp -r runs {_W}/compare/cpu",
         "python perf.py --out /" + "root/perf",
         "data in /" + "home/alice/data",
+        "(spec/METHODS" + ".md section 6)",
+        "the layers of DESIGN" + ".md",
+        "(shared/data/SOURCES" + ".md)",
     ],
 )
 def test_the_patterns_catch_internal_references(bad):

@@ -278,13 +278,15 @@ def format_report(summary: Mapping[str, Any]) -> str:
     boot = summary["bootstrap"]
 
     score_rows = []
-    starts = {
-        (round(u["avg"], 6) if u["avg"] is not None else None): label for label, u in summary["untrained"].items()
-    }
+    # One row per distinct untrained encoder: the baseline's start is "untrained", another start
+    # (a recipe trained from another model) is named by the recipes that start from it.
+    starts: dict[Any, list[str]] = {}
     for label, u in summary["untrained"].items():
-        if len(starts) > 1 or label == baseline:
-            row_label = "untrained" if len(starts) == 1 else f"untrained ({label})"
-            score_rows.append([row_label, *(_num(u["tasks"].get(t)) for t in tasks), _num(u["avg"])])
+        starts.setdefault(round(u["avg"], 6) if u["avg"] is not None else None, []).append(label)
+    for labels in starts.values():
+        u = summary["untrained"][labels[0]]
+        row_label = "untrained" if baseline in labels else f"untrained ({', '.join(labels)})"
+        score_rows.append([row_label, *(_num(u["tasks"].get(t)) for t in tasks), _num(u["avg"])])
     for label, entry in recipes.items():
         score_rows.append([label, *(_pm(entry["tasks"][t]) for t in tasks), _pm(entry["avg"])])
 

@@ -130,8 +130,11 @@ def test_denoising_term_matches_a_hand_worked_example(tiny_bert):
     out = enc(rows)["sentence_embedding"]
 
     def state(ids: list[int], positions: list[int] | None, at: int) -> torch.Tensor:
+        # An explicit attention mask: without one, transformers (5.25 on) reads a jump in the
+        # position ids as the start of another packed sequence and attends within each part only.
         pos = None if positions is None else torch.tensor([positions])
-        return bert(input_ids=torch.tensor([ids]), position_ids=pos).last_hidden_state[0, at]
+        ids_t = torch.tensor([ids])
+        return bert(input_ids=ids_t, position_ids=pos, attention_mask=torch.ones_like(ids_t)).last_hidden_state[0, at]
 
     # Empty template [CLS] a b [MASK] . [SEP]: the suffix (b [MASK] . [SEP]) moved by L = 3,
     # to the positions it has around three sentence tokens: 0, 1, 5, 6, 7, 8.
@@ -171,7 +174,10 @@ def test_roberta_empty_template_positions_start_at_zero(tiny_roberta):
     length = 4
     positions = list(range(len(empty)))
     positions[1 + len(prefix) :] = [p + length for p in positions[1 + len(prefix) :]]
-    expected = enc.model(input_ids=torch.tensor([empty]), position_ids=torch.tensor([positions])).last_hidden_state
+    ids = torch.tensor([empty])  # with a mask: see test_denoising_term_matches_a_hand_worked_example
+    expected = enc.model(
+        input_ids=ids, position_ids=torch.tensor([positions]), attention_mask=torch.ones_like(ids)
+    ).last_hidden_state
     got = enc.template_states(torch.tensor([1, 0]), torch.tensor([length, length]))
     at = 1 + len(prefix) + suffix.index(tok.mask_token_id)
     torch.testing.assert_close(got[1], expected[0, at])

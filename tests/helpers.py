@@ -159,3 +159,28 @@ def assert_one_sentence_error(code: int, err: str, *fragments: str) -> None:
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def tiny_train_args(inputs: dict[str, Path], out: Path, *extra: str, corpus: Path | None = None) -> list[str]:
+    """``hardcse train`` arguments for a 2-step run of the tiny BERT (``inputs``: bert, corpus, data)."""
+    return [
+        "train",
+        "--quiet",
+        "--model",
+        str(inputs["bert"]),
+        "--corpus",
+        str(corpus or inputs["corpus"]),
+        "--data-dir",
+        str(inputs["data"]),
+        "--steps",
+        "2",
+        "--eval-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--tasks",
+        "STS-B",
+        "--output",
+        str(out),
+        *extra,
+    ]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_sentence_error, snapshot, write_all, write_corpus
+from helpers import assert_one_sentence_error, snapshot, tiny_train_args, write_all, write_corpus
 from helpers import make_tiny_bert as make_bert
 from helpers import run_cli as run_entry_point
 
@@ -32,30 +32,6 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     write_all(root / "data", pairs=6)
     write_corpus(root / "corpus.txt")
     return {"root": root, "bert": make_bert(root / "bert"), "corpus": root / "corpus.txt", "data": root / "data"}
-
-
-def _train_args(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--quiet",
-        "--model",
-        str(inputs["bert"]),
-        "--corpus",
-        str(inputs["corpus"]),
-        "--data-dir",
-        str(inputs["data"]),
-        "--steps",
-        "2",
-        "--eval-steps",
-        "2",
-        "--batch-size",
-        "8",
-        "--tasks",
-        "STS-B",
-        "--output",
-        str(out),
-        *extra,
-    ]
 
 
 # -- usage errors ------------------------------------------------------------------------------
@@ -103,7 +79,7 @@ def test_overwrite_refuses_the_working_directory_and_home(inputs, tmp_path, monk
     monkeypatch.chdir(home / "work")
     before = snapshot(home)
     for output in (".", str(home), "~"):
-        code, _, err = run_entry_point(_train_args(inputs, Path(output), "--overwrite"), monkeypatch, capsys)
+        code, _, err = run_entry_point(tiny_train_args(inputs, Path(output), "--overwrite"), monkeypatch, capsys)
         assert_one_sentence_error(code, err, "refusing to overwrite", "working directory")
     assert snapshot(home) == before
 
@@ -111,7 +87,7 @@ def test_overwrite_refuses_the_working_directory_and_home(inputs, tmp_path, monk
 @pytest.mark.slow
 def test_overwrite_replaces_a_run_only_once_the_new_one_started(inputs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    code, _, err = run_entry_point(_train_args(inputs, out), monkeypatch, capsys)
+    code, _, err = run_entry_point(tiny_train_args(inputs, out), monkeypatch, capsys)
     assert code == 0, err
     before = snapshot(out)
 
@@ -124,14 +100,14 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_started(inputs, tmp_path
     with monkeypatch.context() as patch:
         patch.setattr(run_module, "evaluate_model", interrupted, raising=False)
         patch.setattr("hardcse.evaluation.sts.evaluate_model", interrupted)
-        code, _, err = run_entry_point(_train_args(inputs, out, "--overwrite"), monkeypatch, capsys)
+        code, _, err = run_entry_point(tiny_train_args(inputs, out, "--overwrite"), monkeypatch, capsys)
     assert code == 130
     assert_one_sentence_error(code, err, "earlier run", "kept as it was")
     assert snapshot(out) == before
     assert not list(tmp_path.glob(".run.replaced-*"))
 
     # A new run that trains replaces it.
-    code, _, err = run_entry_point(_train_args(inputs, out, "--overwrite", "--seed", "7"), monkeypatch, capsys)
+    code, _, err = run_entry_point(tiny_train_args(inputs, out, "--overwrite", "--seed", "7"), monkeypatch, capsys)
     assert code == 0, err
     assert "seed: 7" in (out / "config.yaml").read_text()
     assert not list(tmp_path.glob(".run.replaced-*"))
@@ -146,7 +122,7 @@ def test_a_locked_run_directory_is_refused_and_a_dead_lock_taken_over(inputs, tm
     try:
         with pytest.raises(ConfigError, match="in use by process"):
             RunDirectory(out, "train", resume=True).open()
-        code, _, err = run_entry_point(_train_args(inputs, out, "--overwrite"), monkeypatch, capsys)
+        code, _, err = run_entry_point(tiny_train_args(inputs, out, "--overwrite"), monkeypatch, capsys)
         assert_one_sentence_error(code, err, "is in use by process")
     finally:
         holder.close()
@@ -177,7 +153,7 @@ def test_ctrl_c_exits_130_and_the_run_resumes_from_another_directory(inputs, tmp
     work = tmp_path / "work"
     work.mkdir()
     (work / "corpus.txt").write_bytes(inputs["corpus"].read_bytes())
-    args = _train_args(inputs, Path("run"), "--steps", "60")
+    args = tiny_train_args(inputs, Path("run"), "--steps", "60")
     args[args.index(str(inputs["corpus"]))] = "corpus.txt"  # relative to the directory training starts in
     args.remove("--quiet")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import assert_one_sentence_error, run_cli, snapshot, write_all, write_corpus
+from helpers import assert_one_sentence_error, run_cli, snapshot, tiny_train_args, write_all, write_corpus
 from helpers import make_tiny_bert as make_bert
 
 from hardcse.rundir import MARKER
@@ -36,30 +36,6 @@ def _user_folder(path: Path) -> Path:
     (path / "thesis.tex").write_text("\\section{Mine}\n")
     (path / "sub" / "data.csv").write_text("a,b\n1,2\n")
     return path
-
-
-def _train_args(inputs: dict[str, Path], out: Path, *extra: str, corpus: Path | None = None) -> list[str]:
-    return [
-        "train",
-        "--quiet",
-        "--model",
-        str(inputs["bert"]),
-        "--corpus",
-        str(corpus or inputs["corpus"]),
-        "--data-dir",
-        str(inputs["data"]),
-        "--steps",
-        "2",
-        "--eval-steps",
-        "2",
-        "--batch-size",
-        "8",
-        "--tasks",
-        "STS-B",
-        "--output",
-        str(out),
-        *extra,
-    ]
 
 
 def _fake_run(path: Path, kind: str = "train") -> Path:
@@ -200,7 +176,7 @@ def test_overwrite_refuses_a_run_holding_the_corpus_it_reads(inputs, tmp_path, m
     corpus = run / "mycorpus.txt"
     corpus.write_bytes(inputs["corpus"].read_bytes())
     before = snapshot(run)
-    code, _, err = run_cli(_train_args(inputs, run, "--overwrite", corpus=corpus), monkeypatch, capsys)
+    code, _, err = run_cli(tiny_train_args(inputs, run, "--overwrite", corpus=corpus), monkeypatch, capsys)
     assert_one_sentence_error(code, err, "refusing to replace", "mycorpus.txt", "reads")
     assert snapshot(run) == before
 
@@ -210,7 +186,7 @@ def test_overwrite_refuses_a_run_holding_its_config_file(inputs, tmp_path, monke
     (run / "my.yaml").write_text("lr: 0.0001\n")
     before = snapshot(run)
     code, _, err = run_cli(
-        _train_args(inputs, run, "--overwrite", "--config", str(run / "my.yaml")), monkeypatch, capsys
+        tiny_train_args(inputs, run, "--overwrite", "--config", str(run / "my.yaml")), monkeypatch, capsys
     )
     assert_one_sentence_error(code, err, "refusing to replace", "my.yaml")
     assert snapshot(run) == before
@@ -222,7 +198,7 @@ def test_overwrite_refuses_a_run_holding_the_model(inputs, tmp_path, monkeypatch
     run = _fake_run(tmp_path / "run")
     shutil.copytree(inputs["bert"], run / "base")
     before = snapshot(run)
-    args = _train_args(inputs, run, "--overwrite")
+    args = tiny_train_args(inputs, run, "--overwrite")
     args[args.index(str(inputs["bert"]))] = str(run / "base")
     code, _, err = run_cli(args, monkeypatch, capsys)
     assert_one_sentence_error(code, err, "refusing to replace", "base")
@@ -297,7 +273,7 @@ def test_overwrite_stopped_by_a_signal_before_training_puts_the_old_run_back(
 
     monkeypatch.setattr("hardcse.evaluation.sts.evaluate_model", signalled)
     monkeypatch.setattr("hardcse.training.run.evaluate_model", signalled, raising=False)
-    code, _, err = run_cli(_train_args(inputs, run, "--overwrite"), monkeypatch, capsys)
+    code, _, err = run_cli(tiny_train_args(inputs, run, "--overwrite"), monkeypatch, capsys)
     assert code == 128 + signum, err
     assert_one_sentence_error(code, err, f"stopped by {signal.Signals(signum).name}", "kept as it was")
     assert snapshot(run) == before

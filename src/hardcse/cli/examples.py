@@ -49,7 +49,7 @@ Examples:
 
 #: One line per command for the command list of ``hardcse --help`` (otherwise cut mid-sentence).
 SUMMARIES: dict[str, str] = {
-    "train": "Train an encoder, select it on STS-B dev, score it.",
+    "train": "Train an encoder, select it on STS-B dev or your pairs, score it.",
     "evaluate": "Score a model on the seven STS tasks or your own pairs.",
     "compare": "Train recipes over several seeds; report the differences.",
     "convert": "Make a SimCSE-family checkpoint a sentence-transformers model.",

@@ -74,7 +74,9 @@ def train(
     epochs: Annotated[float | None, typer.Option(help="Epochs, when --steps is not given.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sentences per batch and device.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (linear decay, no warm-up).")] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="Evaluate STS-B dev (and checkpoint) every N steps.")] = None,
+    eval_steps: Annotated[
+        int | None, typer.Option(help="Evaluate the dev set (STS-B dev or --dev) and checkpoint every N steps.")
+    ] = None,
     early_stopping: Annotated[int | None, typer.Option(help="Stop after N evaluations without improvement.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     output: Annotated[str | None, typer.Option(help="Run directory (default runs/RECIPE-PRESET).")] = None,
@@ -139,7 +141,8 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train an encoder, select it on STS-B dev, export it and score it on seven STS tasks."""
+    """Train an encoder, select it on STS-B dev (or your --dev pairs), export it and score it on the STS tasks
+    (and your --test pairs)."""
     from hardcse.cli import quiet_library_logs
     from hardcse.evaluation.tables import format_comparison
     from hardcse.training.config import make_config

@@ -29,10 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from hardcse.data.sts import STSPairs, canonical_split, check_files, senteval_root
-from hardcse.errors import ConfigError, DataError
+from hardcse.errors import ConfigError
 
 #: STS-B genres by domain name: the genre labels of the csv files' first column.
 STSB_GENRES: dict[str, tuple[str, ...]] = {
@@ -59,25 +57,6 @@ def canonical_domain(spec: str) -> str | None:
     return None
 
 
-def _stsb_rows(split: str, data_dir: str | Path | None) -> list[tuple[str, float, str, str]]:
-    """``(genre, score, sentence1, sentence2)`` of every row of STS-B's ``split``."""
-    from hardcse.data.sts import _normalize, _parse_score, _read_lines, task_files
-
-    check_files(["STSBenchmark"], data_dir, split)
-    path = senteval_root(data_dir) / task_files("STSBenchmark", split)[0]
-    rows = []
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < 7:
-            raise DataError(f"{path}, line {number}: expected 7 (or 9) tab-separated columns but found {len(fields)}.")
-        rows.append(
-            (fields[0].strip(), _parse_score(fields[4], path, number), _normalize(fields[5]), _normalize(fields[6]))
-        )
-    return rows
-
-
 def domain_pairs(domain: str, split: str, data_dir: str | Path | None = None) -> STSPairs:
     """The labelled pairs of ``domain`` in ``split`` (``dev`` or ``test``; ``train`` too, for
     inspection: training never reads labels)."""
@@ -89,14 +68,11 @@ def domain_pairs(domain: str, split: str, data_dir: str | Path | None = None) ->
         from hardcse.data.sts import load_task
 
         return next(iter(load_task("SICKRelatedness", data_dir, split).values()))
-    genres = STSB_GENRES[name.split(":", 1)[1]]
-    rows = [r for r in _stsb_rows(split, data_dir) if r[0] in genres]
-    return STSPairs(
-        f"{name} {split}",
-        [r[2] for r in rows],
-        [r[3] for r in rows],
-        np.array([r[1] for r in rows], dtype=np.float64),
-    )
+    from hardcse.data.sts import _read_stsb, task_files
+
+    check_files(["STSBenchmark"], data_dir, split)
+    path = senteval_root(data_dir) / task_files("STSBenchmark", split)[0]
+    return _read_stsb(f"{name} {split}", path, STSB_GENRES[name.split(":", 1)[1]])
 
 
 def held_out_sentences(data_dir: str | Path | None = None) -> set[str]:
@@ -105,11 +81,10 @@ def held_out_sentences(data_dir: str | Path | None = None) -> set[str]:
 
     held: set[str] = set()
     for split in ("dev", "test"):
-        for _, _, a, b in _stsb_rows(split, data_dir):
-            held.update((a, b))
-        for pairs in load_task("SICKRelatedness", data_dir, split).values():
-            held.update(pairs.sentences1)
-            held.update(pairs.sentences2)
+        for task in ("STSBenchmark", "SICKRelatedness"):
+            for pairs in load_task(task, data_dir, split).values():
+                held.update(pairs.sentences1)
+                held.update(pairs.sentences2)
     return held
 
 

@@ -364,7 +364,8 @@ def _read_sts_subset(name: str, input_path: Path, gold_path: Path) -> STSPairs:
     return STSPairs(name, s1, s2, np.array(scores, dtype=np.float64))
 
 
-def _read_stsb(name: str, path: Path) -> STSPairs:
+def _read_stsb(name: str, path: Path, genres: Sequence[str] | None = None) -> STSPairs:
+    """STS-B pairs of ``path``; with ``genres``, only the rows whose first column is one of them."""
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
@@ -374,6 +375,8 @@ def _read_stsb(name: str, path: Path) -> STSPairs:
         fields = line.split("\t")
         if len(fields) < 7:
             raise _column_error(path, number, "7 (or 9)", len(fields))
+        if genres is not None and fields[0].strip() not in genres:
+            continue
         scores.append(_parse_score(fields[4], path, number))
         s1.append(_normalize(fields[5]))
         s2.append(_normalize(fields[6]))

@@ -50,6 +50,23 @@ class ContrastiveBatch:
 
     ``z1``/``z2`` are the two views (N x d, with gradient), ``sim`` their unscaled cosine
     matrix ``sim[i, j] = cos(z1_i, z2_j)``, ``ids`` the corpus row of each sentence (or None).
+
+    Parts hand results to each other through named slots, filled by an earlier stage
+    (:data:`STAGES`) and read by a later one:
+
+    * ``positives`` (stage ``positive``): per-row positives by name, e.g. ``"adversarial"``
+      (HSimCSE's adversarial positive); :meth:`add_positive`, :meth:`positive_cos`;
+    * ``hard_negatives`` (stage ``negative``): per-row hard negatives by name, e.g.
+      ``"in_batch_hardest"`` (the hardest in-batch cosine) or ``"corpus"`` (the mean of a row's
+      corpus neighbours); :meth:`add_hard_negative`, :meth:`hard_negative_cos`;
+    * ``false_negatives`` (stage ``negative``): an N x N mask of pairs a miner believes are not
+      negatives (ClusterNS: same cluster), consumed by the ``false_negative`` handlers (mask them,
+      penalise them with BML, or ignore them); :meth:`mark_false_negatives`.
+
+    A per-row value is either N cosines to the anchor ``z_i`` or an N x d embedding, whose cosine
+    to ``z_i`` the ``*_cos`` accessors take. Negative columns of the contrastive logits
+    (:meth:`add_columns`, :meth:`remove_in_batch`), auxiliary losses (:meth:`add_loss`) and
+    diagnostics are what parts add for the head and the trainer.
     """
 
     z1: Tensor
@@ -64,10 +81,56 @@ class ContrastiveBatch:
     removed: Tensor | None = None
     losses: dict[str, Tensor] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    positives: dict[str, Tensor] = field(default_factory=dict)
+    hard_negatives: dict[str, Tensor] = field(default_factory=dict)
+    false_negatives: Tensor | None = None
 
     @property
     def size(self) -> int:
         return self.z1.shape[0]
+
+    def add_positive(self, name: str, value: Tensor) -> None:
+        """Publish a per-row positive ``name``: N cosines to ``z_i`` or an N x d embedding."""
+        self._publish(self.positives, "positive", name, value)
+
+    def positive_cos(self, name: str) -> Tensor:
+        """The cosine (fp32, N) of each anchor ``z_i`` to its positive ``name``."""
+        return self._row_cosines(self.positives, "positive", name)
+
+    def add_hard_negative(self, name: str, value: Tensor) -> None:
+        """Publish a per-row hard negative ``name``: N cosines to ``z_i`` or an N x d embedding."""
+        self._publish(self.hard_negatives, "hard negative", name, value)
+
+    def hard_negative_cos(self, name: str) -> Tensor:
+        """The cosine (fp32, N) of each anchor ``z_i`` to its hard negative ``name``."""
+        return self._row_cosines(self.hard_negatives, "hard negative", name)
+
+    def mark_false_negatives(self, mask: Tensor) -> None:
+        """Mark in-batch pairs ``mask[i, j] = True`` as false negatives (diagonal dropped; marks of
+        several miners are joined). Only handlers act on them: :meth:`remove_in_batch`, a penalty."""
+        mask = mask.bool() & ~torch.eye(self.size, dtype=torch.bool, device=mask.device)
+        self.false_negatives = mask if self.false_negatives is None else (self.false_negatives | mask)
+
+    def _publish(self, slot: dict[str, Tensor], kind: str, name: str, value: Tensor) -> None:
+        if name in slot:
+            raise ConfigError(f"two parts of the recipe publish the {kind} '{name}'; a recipe has one of each name.")
+        if value.shape[0] != self.size or value.dim() not in (1, 2):
+            raise ValueError(
+                f"the {kind} '{name}' has shape {tuple(value.shape)}; expected ({self.size},) or ({self.size}, d)."
+            )
+        slot[name] = value
+
+    def _row_cosines(self, slot: dict[str, Tensor], kind: str, name: str) -> Tensor:
+        if name not in slot:
+            published = ", ".join(sorted(slot)) or "none"
+            raise ConfigError(
+                f"no part of the recipe publishes the {kind} '{name}' (published: {published}); "
+                "add the part that produces it to the recipe."
+            )
+        value = slot[name]
+        if value.dim() == 1:
+            return value.float()
+        return F.cosine_similarity(self.z1.float(), value.float(), dim=-1, eps=1e-8)
 
     def add_columns(self, cosines: Tensor, log_weights: Tensor | None = None) -> None:
         """Append negative columns: ``cosines`` is N x M (unscaled), ``log_weights`` N x M or None."""

@@ -13,16 +13,18 @@ import torch
 
 from hardcse.cluster import ClusterState
 from hardcse.errors import ConfigError
+from hardcse.numeric import pairwise_cosine
 from hardcse.objectives.base import HardCSELoss
 from hardcse.objectives.clusterns import (
     CLUSTERNS_PRESETS,
     CPU_CLUSTERNS,
     DIAGNOSTIC_KEYS,
     ClusterNSConfig,
-    ClusterNSPart,
-    bml_loss,
     build_clusterns,
+    clusterns_parts,
 )
+from hardcse.objectives.parts.centroids import CentroidNegatives
+from hardcse.objectives.parts.false_negatives import BidirectionalMarginLoss, MaskFalseNegatives, bml_loss
 
 # The running example (d = 2, K = 3, N = 4), worked by hand:
 #   points Z = (3,2), (-1,1), (-2,1), (1,2);  centroids C = (1,0), (0,1), (-1,-1).
@@ -48,6 +50,12 @@ def started_state(centroids=C, eta=0.5, **kwargs) -> ClusterState:
     state.started.fill_(True)
     state.start_step.fill_(0)
     return state
+
+
+def clusterns_loss(config: ClusterNSConfig, dim: int, tau: float = 0.05) -> tuple[HardCSELoss, CentroidNegatives]:
+    """A loss with the ClusterNS parts of ``config`` and its centroid miner (which holds the K-means state)."""
+    parts = clusterns_parts(config, dim=dim)
+    return HardCSELoss(torch.nn.Identity(), parts, temperature=tau), parts[0]
 
 
 def hand_infonce(z1, z2, tau, extra=None, log_w=None, removed=None) -> float:
@@ -280,8 +288,7 @@ def test_centroids_stay_fp32_under_low_precision_inputs(dtype):
     assert torch.allclose(state.centroids[0], torch.tensor(c0), atol=1e-7)
     assert float(state.centroids[0, 1]) != 0.0
 
-    part = ClusterNSPart(ClusterNSConfig(k=3, theta=1.0, bml_weight=0.5), dim=2)
-    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss, part = clusterns_loss(ClusterNSConfig(k=3, theta=1.0, bml_weight=0.5), dim=2)
     z1 = torch.tensor(Z).to(dtype)
     z2 = (torch.tensor(Z) + 0.1).to(dtype)
     for _ in range(3):
@@ -339,11 +346,11 @@ HARD = [1, 2, 2, 1]
 
 
 def started_loss(tau=0.05, **cfg):
-    part = ClusterNSPart(ClusterNSConfig(k=3, eta=0.5, **cfg), dim=2)
+    loss, part = clusterns_loss(ClusterNSConfig(k=3, eta=0.5, **cfg), dim=2, tau=tau)
     part.cluster.centroids.copy_(torch.tensor(C))
     part.cluster.started.fill_(True)
     part.cluster.start_step.fill_(0)
-    return HardCSELoss(torch.nn.Identity(), [part], temperature=tau), part
+    return loss, part
 
 
 @pytest.mark.parametrize("w", [0.0, 1.5])
@@ -388,9 +395,67 @@ def test_mask_option_removes_same_cluster_columns_instead_of_bml():
     assert abs(float(out["bml"]) - 0.3 * hand_bml(Z, Z2, MASK_PAIRS, 0.2, 0.5, "masked")) < 1e-6
 
 
+@pytest.mark.parametrize(
+    ("settings", "kinds", "bml_weight"),
+    [
+        ({}, ["centroid_negatives", "bml"], 0.3),
+        ({"false_negatives": "mask"}, ["centroid_negatives", "mask_false_negatives", "bml"], 0.0),
+        ({"false_negatives": "both"}, ["centroid_negatives", "mask_false_negatives", "bml"], 0.3),
+        ({"bml_weight": 0.0}, ["centroid_negatives", "bml"], 0.0),
+    ],
+)
+def test_the_build_injects_the_parts_the_config_asks_for(settings, kinds, bml_weight):
+    parts = clusterns_parts(ClusterNSConfig(k=3, **{"bml_weight": 0.3, **settings}), dim=2)
+    assert [p.name for p in parts] == kinds
+    assert [p.stage for p in parts] == ["negative"] + ["false_negative"] * (len(kinds) - 1)
+    assert isinstance(parts[0], CentroidNegatives) and isinstance(parts[-1], BidirectionalMarginLoss)
+    assert parts[-1].weight == bml_weight  # weight 0: the diagnostic only
+    assert all(p.title == "ClusterNS" and "deng2023clusterns" in p.citation for p in parts)
+    assert parts[0].get_config_dict() == {
+        "k": 3, "theta": 0.4, "eta": 1e-3, "update_rule": "momentum", "centroid_update": "sum",
+        "reinit_empty": False, "reinit_patience": 100, "seed": 42, "columns": True, "log_weight": 0.0,
+    }  # fmt: skip
+    assert parts[-1].get_config_dict() == {"weight": bml_weight, "alpha": 0.2, "beta": 0.5, "normalize": "all"}
+    assert not clusterns_parts(ClusterNSConfig(k=3, hard_negatives=False), dim=2)[0].columns
+
+
+def test_mask_mode_still_logs_the_unweighted_bml():
+    loss, _ = started_loss(false_negatives="mask", bml_weight=0.3, bml_alpha=0.1, bml_beta=0.4)
+    out = loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
+    assert set(out) == {"infonce"}
+    assert abs(loss.last_diagnostics["bml"] - hand_bml(Z, Z2, MASK_PAIRS, 0.1, 0.4)) < 1e-6
+    assert list(loss.last_diagnostics) == list(DIAGNOSTIC_KEYS)
+
+
+def test_false_negative_handlers_act_on_the_published_mask_only():
+    """Ignore (no handler), mask and BML on a hand mask, without any clustering."""
+    from hardcse.objectives.base import ContrastiveBatch, info_nce
+
+    z1, z2 = torch.tensor(Z), torch.tensor(Z2)
+
+    def batch() -> ContrastiveBatch:
+        b = ContrastiveBatch(z1=z1, z2=z2, sim=pairwise_cosine(z1, z2), ids=None, step=0, temperature=0.05)
+        b.mark_false_negatives(torch.tensor(MASK_PAIRS) | torch.eye(4, dtype=torch.bool))  # diagonal dropped
+        return b
+
+    ignored = batch()
+    assert int(ignored.false_negatives.sum()) == 4 and ignored.removed is None
+    assert abs(float(info_nce(ignored)) - hand_infonce(Z, Z2, 0.05)) < 1e-4
+    masked = batch()
+    MaskFalseNegatives()(masked)
+    assert abs(float(info_nce(masked)) - hand_infonce(Z, Z2, 0.05, removed=MASK_PAIRS)) < 1e-4
+    penalised = batch()
+    BidirectionalMarginLoss(weight=0.5, alpha=0.1, beta=0.4)(penalised)
+    assert abs(float(penalised.losses["bml"]) - 0.5 * hand_bml(Z, Z2, MASK_PAIRS, 0.1, 0.4)) < 1e-6
+    assert penalised.removed is None  # BML leaves the denominator alone
+    nothing = ContrastiveBatch(z1=z1, z2=z2, sim=pairwise_cosine(z1, z2), ids=None, step=0, temperature=0.05)
+    MaskFalseNegatives()(nothing)
+    BidirectionalMarginLoss(weight=0.5)(nothing)
+    assert nothing.removed is None and float(nothing.losses["bml"]) == 0.0 and nothing.diagnostics["bml"] == 0.0
+
+
 def test_before_start_plain_simcse_and_stable_keys():
-    part = ClusterNSPart(ClusterNSConfig(k=2, theta=-1.0), dim=2)  # never starts
-    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss, _ = clusterns_loss(ClusterNSConfig(k=2, theta=-1.0), dim=2)  # never starts
     out = loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
     assert set(out) == {"infonce", "bml"} and float(out["bml"]) == 0.0
     assert abs(float(out["infonce"]) - hand_infonce(Z, Z2, 0.05)) < 1e-4
@@ -398,14 +463,12 @@ def test_before_start_plain_simcse_and_stable_keys():
     assert list(d) == list(DIAGNOSTIC_KEYS)
     assert d["cluster_started"] == 0.0 and d["cluster_start_step"] == -1.0
     # lambda = 0 (RoBERTa-large preset): no bml component at all.
-    part = ClusterNSPart(ClusterNSConfig(k=2, bml_weight=0.0), dim=2)
-    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss, _ = clusterns_loss(ClusterNSConfig(k=2, bml_weight=0.0), dim=2)
     assert set(loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))) == {"infonce"}
 
 
 def test_start_step_is_plain_simcse():
-    part = ClusterNSPart(ClusterNSConfig(k=3, theta=1.0, bml_weight=0.3), dim=2)
-    loss = HardCSELoss(torch.nn.Identity(), [part], temperature=0.05)
+    loss, part = clusterns_loss(ClusterNSConfig(k=3, theta=1.0, bml_weight=0.3), dim=2)
     out = loss.compute_loss_from_embeddings(torch.tensor(Z), torch.tensor(Z2))
     assert part.cluster.is_started and loss.last_diagnostics["cluster_start_step"] == 0.0
     assert abs(float(out["infonce"]) - hand_infonce(Z, Z2, 0.05)) < 1e-4 and float(out["bml"]) == 0.0
@@ -447,7 +510,7 @@ def test_state_dict_round_trip_gives_identical_next_steps():
 
 
 def test_buffers_have_fixed_shapes_from_construction():
-    part = ClusterNSPart(ClusterNSConfig(k=5), dim=3)
+    part = clusterns_parts(ClusterNSConfig(k=5), dim=3)[0]
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in part.state_dict().items()}
     assert shapes == {
         "cluster.centroids": ((5, 3), torch.float32),
@@ -470,7 +533,7 @@ def test_k_larger_than_batch_is_a_config_error():
         "ClusterNS needs at least K=128 sentences in a (global) batch, got N=64; "
         "lower --set clusterns.k=K or raise --batch-size."
     )
-    assert len(build_clusterns(ClusterNSConfig(k=64), dim=8, batch_size=64)) == 1
+    assert len(build_clusterns(ClusterNSConfig(k=64), dim=8, batch_size=64)) == 2  # centroids, BML
 
 
 @pytest.mark.parametrize(
@@ -555,8 +618,8 @@ def test_first_centroid_seed_follows_the_run_seed_unless_set():
     draws = {r: [s.first_row(8, step) for step in range(20)] for r, s in states.items()}
     assert draws[42] != draws[43]
     fixed = [build_clusterns(ClusterNSConfig(k=4, seed=7), dim=2, batch_size=8, run_seed=r)[0] for r in (42, 43)]
-    assert [p.config.seed for p in fixed] == [7, 7] and [p.cluster.seed for p in fixed] == [7, 7]
-    assert ClusterNSPart(ClusterNSConfig(k=4), dim=2).cluster.seed == 42  # no run seed known: 42
+    assert [p.get_config_dict()["seed"] for p in fixed] == [7, 7] and [p.cluster.seed for p in fixed] == [7, 7]
+    assert clusterns_parts(ClusterNSConfig(k=4), dim=2)[0].cluster.seed == 42  # no run seed known: 42
 
 
 def test_training_passes_the_run_seed_to_the_method(tmp_path):

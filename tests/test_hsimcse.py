@@ -16,19 +16,17 @@ from transformers import TrainerState
 
 from hardcse.errors import ConfigError
 from hardcse.index import CorpusIndex, duplicate_groups, encode_corpus
-from hardcse.objectives.base import ContrastiveBatch, HardCSELoss, pairwise_cosine
-from hardcse.objectives.hsimcse import (
-    CPU_HSIMCSE,
-    HSIMCSE_PRESETS,
-    AdversarialPositive,
-    CorpusNegative,
-    HSimCSEConfig,
-    HSimCSEPart,
-    InBatchHardestNegative,
+from hardcse.objectives.base import STAGES, ContrastiveBatch, HardCSELoss, Part, pairwise_cosine
+from hardcse.objectives.hsimcse import CPU_HSIMCSE, HSIMCSE_PRESETS, HSimCSEConfig, build_hsimcse, hsimcse_parts
+from hardcse.objectives.parts.adversarial import AdversarialPositive
+from hardcse.objectives.parts.corpus_index import (
+    CorpusIndexConfig,
+    CorpusIndexNegative,
     IndexRefreshHook,
     bank_sample,
-    build_hsimcse,
 )
+from hardcse.objectives.parts.in_batch import HardestInBatchNegative, hardest_in_batch
+from hardcse.objectives.parts.quadruplet import QuadrupletHinge
 from hardcse.training.callbacks import MethodHooksCallback
 
 TAU = 0.05
@@ -97,6 +95,21 @@ def _config(**changes) -> HSimCSEConfig:
     return dataclasses.replace(HSimCSEConfig(), **changes)
 
 
+def _parts(config: HSimCSEConfig) -> list[Part]:
+    """The four HSimCSE parts around a corpus index miner over :data:`BANK`."""
+    return hsimcse_parts(config, CorpusIndexNegative(config.corpus_index(), _index(), owner="hsimcse"))
+
+
+def _miner(parts: list[Part]) -> CorpusIndexNegative:
+    return next(p for p in parts if isinstance(p, CorpusIndexNegative))
+
+
+def _apply(parts: list[Part], batch: ContrastiveBatch) -> None:
+    """What a step does with the parts: by stage, in recipe order within a stage."""
+    for part in sorted(parts, key=lambda p: STAGES.index(p.stage)):
+        part(batch)
+
+
 def _batch(z1: torch.Tensor, z2: torch.Tensor, ids=IDS, step: int = 0) -> ContrastiveBatch:
     return ContrastiveBatch(
         z1=z1,
@@ -111,7 +124,9 @@ def _batch(z1: torch.Tensor, z2: torch.Tensor, ids=IDS, step: int = 0) -> Contra
 # -- adversarial positive --------------------------------------------------------------------
 def test_adversarial_step_is_the_raw_gradient_times_step():
     adv = AdversarialPositive(step_size=3.0, init="zero", iters=1)
-    z_hat, start = adv(torch.tensor(Z1, dtype=torch.float32), torch.tensor(Z2, dtype=torch.float32), TAU, step=0)
+    z_hat, start = adv.perturb(
+        torch.tensor(Z1, dtype=torch.float32), torch.tensor(Z2, dtype=torch.float32), TAU, step=0
+    )
     grad = _hand_adv_gradient(Z2, Z1, TAU)
     move = (z_hat - start).double().numpy()
     assert np.allclose(start.numpy(), Z2, atol=1e-7)
@@ -127,13 +142,13 @@ def test_adversarial_offset_is_a_seeded_unit_vector_and_step_uses_it():
     adv = AdversarialPositive(step_size=3.0, init="unit_uniform", iters=1, seed=7)
     z1 = torch.tensor(Z1, dtype=torch.float32)
     z2 = torch.tensor(Z2, dtype=torch.float32)
-    z_hat, start = adv(z1, z2, TAU, step=5)
+    z_hat, start = adv.perturb(z1, z2, TAU, step=5)
     offset = (start - z2).numpy()
     assert np.allclose(np.linalg.norm(offset, axis=1), 1.0, atol=1e-6)
     grad = _hand_adv_gradient(start.double().numpy(), Z1, TAU)
     assert np.allclose((z_hat - start).numpy(), 3.0 * grad, atol=1e-4)
-    again, _ = AdversarialPositive(3.0, "unit_uniform", 1, seed=7)(z1, z2, TAU, step=5)
-    other, _ = adv(z1, z2, TAU, step=6)
+    again, _ = AdversarialPositive(3.0, "unit_uniform", 1, seed=7).perturb(z1, z2, TAU, step=5)
+    other, _ = adv.perturb(z1, z2, TAU, step=6)
     assert torch.equal(z_hat, again) and not torch.allclose(z_hat, other)
 
 
@@ -141,7 +156,7 @@ def test_adversarial_gradient_respects_the_analytical_bound():
     # |grad_i| <= 2 / (N tau |a_i|) with the mean reduction.
     gen = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(8, 16, generator=gen), torch.randn(8, 16, generator=gen)
-    z_hat, start = AdversarialPositive(1.0, "unit_uniform", 1)(z1, z2, TAU, step=0)
+    z_hat, start = AdversarialPositive(1.0, "unit_uniform", 1).perturb(z1, z2, TAU, step=0)
     assert ((z_hat - start).norm(dim=1) <= 2 / (8 * TAU * start.norm(dim=1)) + 1e-6).all()
 
 
@@ -149,23 +164,23 @@ def test_adversarial_step_leaves_the_training_graph_alone():
     z1 = torch.tensor(Z1, dtype=torch.float32, requires_grad=True)
     z2 = torch.tensor(Z2, dtype=torch.float32, requires_grad=True)
     with torch.no_grad():  # also works under no_grad (evaluation forwards)
-        z_hat, _ = AdversarialPositive(3.0, "zero", 1)(z1, z2, TAU, step=0)
+        z_hat, _ = AdversarialPositive(3.0, "zero", 1).perturb(z1, z2, TAU, step=0)
     assert z1.grad is None and z2.grad is None and not z_hat.requires_grad
 
 
 def test_adversarial_step_is_fp32_under_autocast():
     z1 = torch.tensor(Z1, dtype=torch.float32)
     z2 = torch.tensor(Z2, dtype=torch.float32)
-    plain, _ = AdversarialPositive(3.0, "zero", 1)(z1, z2, TAU, step=0)
+    plain, _ = AdversarialPositive(3.0, "zero", 1).perturb(z1, z2, TAU, step=0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed, _ = AdversarialPositive(3.0, "zero", 1)(z1, z2, TAU, step=0)
+        mixed, _ = AdversarialPositive(3.0, "zero", 1).perturb(z1, z2, TAU, step=0)
     assert mixed.dtype == torch.float32 and torch.allclose(plain, mixed, atol=1e-6)
 
 
 # -- negatives -------------------------------------------------------------------------------
 def test_in_batch_hardest_negative_is_the_off_diagonal_max():
     sim = torch.tensor([[0.9, 0.2, 0.5], [0.1, 0.8, -0.3], [0.7, 0.6, 0.95]], requires_grad=True)
-    m = InBatchHardestNegative()(sim)
+    m = hardest_in_batch(sim)
     assert torch.allclose(m, torch.tensor([0.5, 0.1, 0.7]))
     m.sum().backward()
     expected = torch.zeros(3, 3)
@@ -174,22 +189,21 @@ def test_in_batch_hardest_negative_is_the_off_diagonal_max():
 
 
 def test_corpus_negative_is_the_top3_mean_without_self_or_duplicates():
-    corpus = CorpusNegative(_index(), k=7, top_mean=3, exclude_self=True)
-    n_bar = corpus(torch.tensor(Z1, dtype=torch.float32) * 4.0, torch.tensor(IDS))
+    corpus = CorpusIndexNegative(CorpusIndexConfig(k=7, top_mean=3, exclude_self=True), _index())
+    n_bar = corpus.search(torch.tensor(Z1, dtype=torch.float32) * 4.0, torch.tensor(IDS))
     assert np.allclose(n_bar.numpy(), _hand_corpus_mean(Z1, IDS), atol=1e-6)
     assert not ({0, 8} & set(corpus.last_ids[0].tolist()))
     assert 7 not in corpus.last_ids[1] and 1 not in corpus.last_ids[2]
     with pytest.raises(ConfigError):
-        corpus(torch.tensor(Z1, dtype=torch.float32), None)
+        corpus.search(torch.tensor(Z1, dtype=torch.float32), None)
 
 
 # -- the quadruplet hinge --------------------------------------------------------------------
 def test_quadruplet_value_gradient_and_diagnostics():
     z1 = torch.tensor(Z1, dtype=torch.float64, requires_grad=True)
     z2 = torch.tensor(Z2, dtype=torch.float64, requires_grad=True)
-    part = HSimCSEPart(_config(adv_init="zero"), _index())
     batch = _batch(z1.float(), z2.float())
-    part(batch)
+    _apply(_parts(_config(adv_init="zero")), batch)
     loss = batch.losses["quad"]
     loss.backward()
 
@@ -239,7 +253,7 @@ def test_margin_and_weights_are_configurable():
     z2 = torch.tensor(Z2, dtype=torch.float32)
     cfg = _config(adv_init="zero", w_inbatch=0.0, w_corpus=0.0, margin=2.0, quad_weight=1.0)
     batch = _batch(z1, z2)
-    HSimCSEPart(cfg, _index())(batch)
+    _apply(_parts(cfg), batch)
     z_hat = Z2 + 3.0 * _hand_adv_gradient(Z2, Z1, TAU)
     expected = np.mean([2.0 - _cos(Z1[i], z_hat[i]) for i in range(3)])
     assert math.isclose(float(batch.losses["quad"]), expected, rel_tol=1e-5)
@@ -251,21 +265,81 @@ def test_determinism_with_a_fixed_seed():
     results = []
     for _ in range(2):
         batch = _batch(z1, z2, step=11)
-        HSimCSEPart(_config(seed=5), _index())(batch)
+        _apply(_parts(_config(seed=5)), batch)
         results.append((float(batch.losses["quad"]), batch.diagnostics["p_mean"]))
     assert results[0] == results[1]
     batch = _batch(z1, z2, step=12)
-    HSimCSEPart(_config(seed=5), _index())(batch)
+    _apply(_parts(_config(seed=5)), batch)
     assert batch.diagnostics["p_mean"] != results[0][1]
 
 
 def test_missing_row_ids_are_a_clear_error_unless_exclusion_is_off():
     z = torch.tensor(Z1, dtype=torch.float32)
     with pytest.raises(ConfigError, match="label"):
-        HSimCSEPart(_config(), _index())(_batch(z, z, ids=None))
+        _apply(_parts(_config()), _batch(z, z, ids=None))
     batch = _batch(z, z, ids=None)
-    HSimCSEPart(_config(exclude_self=False), _index())(batch)
+    _apply(_parts(_config(exclude_self=False)), batch)
     assert "quad" in batch.losses
+
+
+def test_the_parts_are_separate_and_describe_themselves():
+    parts = _parts(_config(k=3, margin=0.5))
+    assert [(p.name, p.stage) for p in parts] == [
+        ("adversarial_positive", "positive"),
+        ("hardest_in_batch_negative", "negative"),
+        ("corpus_index_negative", "negative"),
+        ("quadruplet_hinge", "term"),
+    ]
+    assert all(p.title == "HSimCSE" and "hsimcse2023" in p.citation for p in parts)
+    assert parts[0].get_config_dict() == {
+        "step_size": 3.0, "init": "unit_uniform", "iters": 1, "seed": 42, "key": "adversarial"
+    }  # fmt: skip
+    assert parts[2].get_config_dict()["k"] == 3 and parts[2].get_config_dict()["key"] == "corpus"
+    assert parts[3].get_config_dict() == {
+        "weight": 0.22, "w_inbatch": 0.9, "w_corpus": 0.11, "margin": 0.5,
+        "positive": "adversarial", "in_batch": "in_batch_hardest", "corpus": "corpus",
+    }  # fmt: skip
+    # HSimCSE's index settings are the corpus index miner's own config (no HSimCSE config inside).
+    assert _config(k=5, bank_size=9).corpus_index() == CorpusIndexConfig(k=5, bank_size=9)
+
+
+def test_the_hinge_reads_whatever_positive_and_negatives_were_injected():
+    """The hinge over hand-published cosines and embeddings, and a clear error for a missing one."""
+    z1 = torch.tensor(Z1, dtype=torch.float32)
+    z2 = torch.tensor(Z2, dtype=torch.float32)
+    batch = _batch(z1, z2)
+    batch.add_positive("mine", torch.tensor([0.9, 0.2, 0.5]))  # cosines
+    batch.add_hard_negative("in_batch_hardest", torch.tensor([0.4, 0.3, 0.1]))
+    batch.add_hard_negative("corpus", z2)  # an embedding: its cosine to z1 is taken
+    QuadrupletHinge(weight=1.0, w_inbatch=1.0, w_corpus=1.0, positive="mine")(batch)
+    q = [_cos(Z1[i], Z2[i]) for i in range(3)]
+    expected = np.mean([max(0.0, m + q[i] - p) for i, (m, p) in enumerate([(0.4, 0.9), (0.3, 0.2), (0.1, 0.5)])])
+    assert math.isclose(float(batch.losses["quad"]), expected, rel_tol=1e-5)
+    with pytest.raises(ConfigError, match="no part of the recipe publishes the hard negative 'in_batch_hardest'"):
+        QuadrupletHinge()(_batch(z1, z2))
+    with pytest.raises(ConfigError, match="two parts of the recipe publish the hard negative 'corpus'"):
+        batch.add_hard_negative("corpus", z2)
+
+
+def test_the_corpus_index_miner_works_without_hsimcse(tiny_model):
+    """Built from its own config (any method may inject it), refreshed by its hook."""
+    from hardcse.objectives.parts.corpus_index import build_corpus_index
+
+    config = CorpusIndexConfig(k=2, top_mean=2, index_mode="refresh", refresh_steps=2)
+    miner, hooks = build_corpus_index(config, tiny_model, SENTENCES, batch_size=4, show_progress=False, key="near")
+    assert miner.index.index is None and isinstance(hooks[0], IndexRefreshHook)
+    state = TrainerState()
+    state.max_steps, state.global_step = 10, 0
+    MethodHooksCallback(hooks).on_train_begin(None, state, None, model=tiny_model)
+    z = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
+    batch = _batch(z, z, ids=[0, 1, 2, 3])
+    miner(batch)
+    assert set(batch.hard_negatives) == {"near"} and batch.hard_negatives["near"].shape == (4, 32)
+    assert {"retrieval_ms", "index_build_s"} <= set(batch.diagnostics)
+    with pytest.raises(ConfigError, match="corpus index k must be at least 1"):
+        build_corpus_index(CorpusIndexConfig(k=0), tiny_model, SENTENCES)
+    with pytest.raises(ConfigError, match="set corpus index exclude_self to false"):
+        miner(_batch(z, z, ids=None))
 
 
 def test_config_validation():
@@ -304,16 +378,16 @@ def test_presets_are_valid_configs():
 
 def test_restored_bank_fingerprint_is_checked():
     z = torch.tensor(Z1, dtype=torch.float32)
-    part = HSimCSEPart(_config(), _index())
-    state = {k: v.clone() for k, v in part.state_dict().items()}
+    parts = _parts(_config())
+    state = {k: v.clone() for k, v in _miner(parts).state_dict().items()}
     assert {"refresh_count", "built_at_step", "bank_fingerprint"} <= set(state)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        part(_batch(z, z))  # same bank: silent
-    other = HSimCSEPart(_config(), _index())
-    other.bank_fingerprint[2] += 5.0  # as if restored from a run with another bank
+        _apply(parts, _batch(z, z))  # same bank: silent
+    other = _parts(_config())
+    _miner(other).bank_fingerprint[2] += 5.0  # as if restored from a run with another bank
     with pytest.warns(UserWarning, match="bank differs"):
-        other(_batch(z, z))
+        _apply(other, _batch(z, z))
 
 
 # -- with a real (tiny) encoder --------------------------------------------------------------
@@ -336,7 +410,12 @@ def tiny_model(tmp_path_factory):
 
 def test_official_bank_comes_from_the_backbone_without_head(tiny_model):
     parts, hooks = build_hsimcse(_config(k=3), tiny_model, SENTENCES, batch_size=4, show_progress=False)
-    assert hooks == [] and isinstance(parts[0], HSimCSEPart)
+    assert hooks == [] and [type(p) for p in parts] == [
+        AdversarialPositive,
+        HardestInBatchNegative,
+        CorpusIndexNegative,
+        QuadrupletHinge,
+    ]
     backbone, tokenizer = tiny_model[0].auto_model, tiny_model[0].tokenizer
     backbone.eval()
     with torch.no_grad():
@@ -344,7 +423,7 @@ def test_official_bank_comes_from_the_backbone_without_head(tiny_model):
         cls = backbone(**enc).last_hidden_state[:, 0]
     backbone.train()
     expected = (cls / cls.norm(dim=1, keepdim=True)).numpy()
-    assert np.allclose(parts[0].index.vectors, expected, atol=1e-5)
+    assert np.allclose(_miner(parts).index.vectors, expected, atol=1e-5)
     assert tiny_model.training
 
 
@@ -359,13 +438,13 @@ def test_loss_end_to_end_on_the_tiny_encoder(tiny_model):
     assert head_grad is not None and torch.isfinite(head_grad).all()
     tiny_model.zero_grad()
     assert {"adv_displacement", "hinge_active", "retrieval_ms"} <= set(loss.last_diagnostics)
-    assert {"parts.0.refresh_count", "parts.0.bank_fingerprint"} <= set(loss.state_dict())
+    assert {"parts.2.refresh_count", "parts.2.bank_fingerprint"} <= set(loss.state_dict())
 
 
 def test_refresh_callback_rebuilds_every_r_steps_and_on_resume(tiny_model):
     cfg = _config(index_mode="refresh", refresh_steps=5, k=3)
     parts, hooks = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
-    part = parts[0]
+    part = _miner(parts)
     assert isinstance(hooks[0], IndexRefreshHook) and part.index.index is None  # built at train begin
     callback = MethodHooksCallback(hooks)  # what the trainer runs
     state = TrainerState()
@@ -399,11 +478,12 @@ def test_refresh_callback_rebuilds_every_r_steps_and_on_resume(tiny_model):
     banks = []
     for _ in range(2):
         parts2, hooks2 = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
-        parts2[0].load_state_dict(part.state_dict())
+        miner2 = _miner(parts2)
+        miner2.load_state_dict(part.state_dict())
         state.global_step = 7
         MethodHooksCallback(hooks2).on_train_begin(None, state, None, model=tiny_model)
-        assert int(parts2[0].refresh_count) == 2 and int(parts2[0].built_at_step) == 7
-        banks.append(parts2[0].index.vectors.copy())
+        assert int(miner2.refresh_count) == 2 and int(miner2.built_at_step) == 7
+        banks.append(miner2.index.vectors.copy())
     assert np.array_equal(banks[0], banks[1])
     with torch.no_grad():
         tiny_model[2].linear.weight.div_(3.0)
@@ -425,16 +505,16 @@ def test_bank_sample_keeps_corpus_order_and_maps_duplicates():
 def test_sampled_bank_excludes_self_through_the_row_map(tiny_model):
     cfg = _config(k=3, bank_size=5, seed=42)  # explicit: the sample is re-drawn below with cfg.seed
     parts, _ = build_hsimcse(cfg, tiny_model, SENTENCES, batch_size=4, show_progress=False)
-    part = parts[0]
+    part = _miner(parts)
     assert part.index.size == 5 and float(part.build_seconds) > 0
     bank, bank_row = bank_sample(SENTENCES, 5, cfg.seed)
     vectors = torch.from_numpy(part.index.vectors.copy())
     in_bank = [i for i in range(len(SENTENCES)) if bank_row[i] >= 0]
     # Query with each sampled sentence's own bank vector: without exclusion it would be its own top hit.
     queries = vectors[bank_row[in_bank]]
-    part.corpus(queries, torch.tensor(in_bank))
+    part.search(queries, torch.tensor(in_bank))
     for b, i in enumerate(in_bank):
-        assert bank_row[i] not in part.corpus.last_ids[b].tolist()
+        assert bank_row[i] not in part.last_ids[b].tolist()
     assert bank == [
         SENTENCES[i] for i in np.sort(np.random.default_rng(cfg.seed).choice(len(SENTENCES), 5, replace=False))
     ]
@@ -450,17 +530,17 @@ def test_method_seed_follows_the_run_seed_unless_set(tiny_model):
             _config(k=3, bank_size=5), tiny_model, SENTENCES, batch_size=4, show_progress=False, run_seed=run_seed
         )
         built[run_seed] = parts[0]
-        assert parts[0].config.seed == run_seed and parts[0].adversarial.seed == run_seed
-        assert parts[0].index.seed == run_seed
-    offsets = {s: p.adversarial.offset((4, 8), step=3) for s, p in built.items()}
+        assert _miner(parts).config.seed == run_seed and parts[0].seed == run_seed
+        assert _miner(parts).index.seed == run_seed
+    offsets = {s: p.offset((4, 8), step=3) for s, p in built.items()}
     assert not torch.allclose(offsets[42], offsets[43])
     # The bank samples of the two run seeds differ (5 of 8 sentences, fixed by the seed).
     assert bank_sample(SENTENCES, 5, 42)[0] != bank_sample(SENTENCES, 5, 43)[0]
     explicit = [
-        build_hsimcse(_config(k=3, seed=7), tiny_model, SENTENCES, batch_size=4, show_progress=False, run_seed=r)[0][0]
+        build_hsimcse(_config(k=3, seed=7), tiny_model, SENTENCES, batch_size=4, show_progress=False, run_seed=r)[0]
         for r in (42, 43)
     ]
-    assert [p.config.seed for p in explicit] == [7, 7]
-    assert torch.equal(explicit[0].adversarial.offset((4, 8), 3), explicit[1].adversarial.offset((4, 8), 3))
-    # A part built directly from an unresolved config uses the official 42.
-    assert HSimCSEPart(_config(), _index()).adversarial.seed == 42
+    assert [_miner(p).config.seed for p in explicit] == [7, 7]
+    assert torch.equal(explicit[0][0].offset((4, 8), 3), explicit[1][0].offset((4, 8), 3))
+    # Parts built directly from an unresolved config use the official 42.
+    assert _parts(_config())[0].seed == 42

@@ -22,6 +22,8 @@ import hardcse
 from hardcse.errors import ConfigError
 from hardcse.index import CorpusIndex
 from hardcse.objectives import (
+    STAGES,
+    BuildContext,
     Built,
     ContrastiveBatch,
     HardCSELoss,
@@ -29,6 +31,7 @@ from hardcse.objectives import (
     Part,
     StepHook,
     StepInfo,
+    compose,
     get_method,
     method_names,
     parse_recipe,
@@ -36,8 +39,9 @@ from hardcse.objectives import (
     unregister,
 )
 from hardcse.objectives.base import info_nce, pairwise_cosine
-from hardcse.objectives.clusterns import ClusterNSConfig, ClusterNSPart
-from hardcse.objectives.hsimcse import HSimCSEConfig, HSimCSEPart
+from hardcse.objectives.clusterns import ClusterNSConfig, clusterns_parts
+from hardcse.objectives.hsimcse import HSimCSEConfig, hsimcse_parts
+from hardcse.objectives.parts.corpus_index import CorpusIndexNegative
 from hardcse.training.config import TrainConfig, dump_yaml
 from hardcse.training.presets import preset_names, published_averages, resolve_preset
 
@@ -213,25 +217,26 @@ def _views(n: int = 8, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.T
     return z1, z1 + 0.3 * torch.randn(n, d, generator=g)
 
 
-def _hsimcse_part(d: int) -> HSimCSEPart:
+def _hsimcse_parts(d: int) -> list[Part]:
     index = CorpusIndex(kind="flat")
     bank = F.normalize(torch.randn(40, d, generator=torch.Generator().manual_seed(5)), dim=-1).numpy()
     index.build(np.ascontiguousarray(bank, dtype=np.float32), step=0)
-    return HSimCSEPart(HSimCSEConfig(k=3, seed=1, exclude_self=False, margin=1.0), index)  # margin 1: an active hinge
+    config = HSimCSEConfig(k=3, seed=1, exclude_self=False, margin=1.0)  # margin 1: an active hinge
+    return hsimcse_parts(config, CorpusIndexNegative(config.corpus_index(), index, owner="hsimcse"))
 
 
 def test_composed_loss_is_infonce_with_centroid_columns_plus_bml_plus_quad():
     """``clusterns+hsimcse`` = InfoNCE over [S | centroid columns] + lambda BML + lambda' L_quad, on one batch."""
     cfg = ClusterNSConfig(k=4, theta=1.0, seed=3)
-    composed = HardCSELoss(torch.nn.Identity(), [ClusterNSPart(cfg, dim=6, batch_size=8), _hsimcse_part(6)])
-    alone = ClusterNSPart(cfg, dim=6, batch_size=8)  # the same state machine, run by hand
-    hsim = _hsimcse_part(6)
+    composed = HardCSELoss(torch.nn.Identity(), [*clusterns_parts(cfg, dim=6, batch_size=8), *_hsimcse_parts(6)])
+    alone = clusterns_parts(cfg, dim=6, batch_size=8)  # the same state machine, run by hand
+    hsim = _hsimcse_parts(6)
     for step in range(3):  # step 0 starts the clustering, later steps use the centroids
         z1, z2 = _views(seed=step)
         out = composed.compute_loss_from_embeddings(z1, z2)
         batch = ContrastiveBatch(z1=z1, z2=z2, sim=pairwise_cosine(z1, z2), ids=None, step=step, temperature=0.05)
-        alone(batch)
-        hsim(batch)
+        for part in [*alone, *hsim]:  # already in stage order
+            part(batch)
         assert set(out) == {"infonce", "bml", "quad"}
         assert torch.allclose(out["infonce"], info_nce(batch), atol=1e-6)
         assert len(batch.extra_columns) == (1 if step > 0 else 0)  # centroid columns from step 1 on
@@ -239,7 +244,74 @@ def test_composed_loss_is_infonce_with_centroid_columns_plus_bml_plus_quad():
         assert (float(out["infonce"]) != float(plain)) == (step > 0)  # the columns change the denominator
         assert torch.allclose(out["bml"], batch.losses["bml"], atol=1e-7)
         assert torch.allclose(out["quad"], batch.losses["quad"], atol=1e-6) and float(out["quad"]) > 0
+        assert set(batch.positives) == {"adversarial"} and set(batch.hard_negatives) == {"in_batch_hardest", "corpus"}
+        assert (batch.false_negatives is not None) == (step > 0)
     assert {"cluster_started", "p_mean", "quad"} <= set(composed.last_diagnostics)
+
+
+def test_a_recipe_gives_the_same_loss_gradients_and_diagnostics_in_either_order():
+    """clusterns+hsimcse and hsimcse+clusterns: the parts run by stage (``STAGES``), so the order of the
+    methods in a recipe changes only the order of the parts in the loss (and in its saved state)."""
+    cfg = ClusterNSConfig(k=4, theta=1.0, seed=3, false_negatives="both", bml_weight=0.1)
+    losses = {
+        "clusterns+hsimcse": HardCSELoss(
+            torch.nn.Identity(), [*clusterns_parts(cfg, dim=6, batch_size=8), *_hsimcse_parts(6)]
+        ),
+        "hsimcse+clusterns": HardCSELoss(
+            torch.nn.Identity(), [*_hsimcse_parts(6), *clusterns_parts(cfg, dim=6, batch_size=8)]
+        ),
+    }
+    stages = [p.stage for p in losses["hsimcse+clusterns"].ordered_parts()]
+    assert stages == sorted(stages, key=STAGES.index)
+    results = {}
+    for recipe, loss in losses.items():
+        steps = []
+        for step in range(3):
+            z1, z2 = (v.clone().requires_grad_(True) for v in _views(seed=step))
+            out = loss.compute_loss_from_embeddings(z1, z2)
+            sum(out.values()).backward()
+            steps.append((out, dict(loss.last_diagnostics), z1.grad, z2.grad))
+        results[recipe] = steps
+    for a, b in zip(results["clusterns+hsimcse"], results["hsimcse+clusterns"], strict=True):
+        assert set(a[0]) == set(b[0]) == {"infonce", "bml", "quad"}
+        for key in a[0]:
+            assert torch.allclose(a[0][key], b[0][key], atol=1e-6), key
+        timings = ("retrieval_ms", "index_build_s")
+        assert {k: v for k, v in a[1].items() if k not in timings} == pytest.approx(
+            {k: v for k, v in b[1].items() if k not in timings}, abs=1e-6
+        )
+        assert torch.allclose(a[2], b[2], atol=1e-6) and torch.allclose(a[3], b[3], atol=1e-6)
+    # Both cite every method (in recipe order), each once.
+    assert set(losses["clusterns+hsimcse"].citations) == set(losses["hsimcse+clusterns"].citations)
+    assert [t for t, _ in losses["hsimcse+clusterns"].citations] == ["SimCSE", "HSimCSE", "ClusterNS"]
+    assert all(
+        key in losses["hsimcse+clusterns"].citation for key in ("gao2021simcse", "deng2023clusterns", "hsimcse2023")
+    )
+
+
+def test_compose_refuses_two_parts_of_one_name():
+    class Twice(Part):
+        name = "twice"
+
+        def contribute(self, batch: ContrastiveBatch) -> None:
+            pass
+
+    @dataclass
+    class NoSettings:
+        pass
+
+    register(Method(name="twice_a", config_class=NoSettings, build=lambda c, ctx: [Twice()]))
+    register(Method(name="twice_b", config_class=NoSettings, build=lambda c, ctx: [Twice(), Twice()]))
+    try:
+        context = BuildContext(model=None, sentences=[], global_batch=8)
+        configs = {"twice_a": NoSettings(), "twice_b": NoSettings()}
+        with pytest.raises(ConfigError, match="methods 'twice_a' and 'twice_b' both add a part named 'twice'"):
+            compose("twice_a+twice_b", configs, context)
+        with pytest.raises(ConfigError, match="method 'twice_b' adds two parts named 'twice'"):
+            compose("twice_b", configs, context)
+    finally:
+        unregister("twice_a")
+        unregister("twice_b")
 
 
 # ---------------------------------------------------------------------------------------------

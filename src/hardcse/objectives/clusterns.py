@@ -1,4 +1,4 @@
-"""ClusterNS: clustering-aware negative sampling (Deng et al., Findings of ACL 2023).
+"""ClusterNS: clustering-aware negative sampling (Deng et al., Findings of ACL 2023), as parts.
 
 A modified K-means (:class:`hardcse.cluster.ClusterState`) runs over the view-1 vectors during
 training. Once it has started (batch-mean cosine ``<= theta``), the loss is
@@ -14,9 +14,21 @@ training. Once it has started (batch-mean cosine ``<= theta``), the loss is
 
 with ``S = cos(z, z')`` unscaled, ``c~_k`` the (detached) second-nearest centroid of sample k
 (every row sees all N of them, as the official code), ``M`` the same-cluster mask of the
-view-1 vectors (zero diagonal) and BML the bidirectional margin loss of SNCSE. Unmasked entries
-contribute the constant ``max(0, alpha)`` and no gradient, as in the code. Before the start
+view-1 vectors (zero diagonal) and BML the bidirectional margin loss of SNCSE. Before the start
 (and on the start step) the loss is plain SimCSE.
+
+The method is a recipe of parts (:mod:`hardcse.objectives.parts`), injected by :func:`build_clusterns`
+according to the config:
+
+* :class:`~hardcse.objectives.parts.centroids.CentroidNegatives` (stage ``negative``): the
+  cluster state machine, the centroid columns (``hard_negatives``; log-weight ``w =
+  hard_negative_weight``) and the same-cluster mask, published as the batch's false negatives;
+* :class:`~hardcse.objectives.parts.false_negatives.MaskFalseNegatives` (stage
+  ``false_negative``) when ``false_negatives`` is ``mask`` or ``both``;
+* :class:`~hardcse.objectives.parts.false_negatives.BidirectionalMarginLoss` (stage
+  ``false_negative``): loss ``bml`` when ``false_negatives`` is ``bml`` or ``both`` and
+  ``bml_weight > 0``; otherwise with weight 0, so the unweighted BML is still logged as the
+  diagnostic ``bml`` in every mode (:data:`DIAGNOSTIC_KEYS`).
 
 Defaults are the official code's (``train.py``: K=128, theta=0.4, eta=1e-3, momentum update,
 lambda=1e-4, alpha=0.2, beta=0.5, w=0); :data:`CLUSTERNS_PRESETS` holds the README table per
@@ -30,18 +42,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
 from hardcse.cluster.kmeans import CENTROID_UPDATES, UPDATE_RULES, ClusterState, too_few_sentences_message
 from hardcse.errors import ConfigError
-from hardcse.numeric import pairwise_cosine
-from hardcse.objectives.base import ContrastiveBatch, Part
+from hardcse.objectives.base import Part
+from hardcse.objectives.citations import CLUSTERNS_CITATION
+from hardcse.objectives.parts.centroids import CENTROID_DIAGNOSTICS, CentroidNegatives
+from hardcse.objectives.parts.false_negatives import BML_NORMALIZATIONS, BidirectionalMarginLoss, MaskFalseNegatives
 from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method
 
 FALSE_NEGATIVE_MODES = ("bml", "mask", "both")
-BML_NORMALIZATIONS = ("all", "masked")
 #: The method seed when neither the method nor the run names one (the official code's seed).
 DEFAULT_SEED = 42
 
@@ -131,137 +140,34 @@ class ClusterNSConfig:
         return asdict(self)
 
 
-def bml_loss(sim: Tensor, mask: Tensor, alpha: float, beta: float, normalize: str = "all") -> Tensor:
-    """Bidirectional margin loss over the false-negative pairs ``mask``.
-
-    ``Delta_ij = M_ij (S_ij - S_ii)``; each entry gives ``max(0, Delta + alpha) +
-    max(0, -Delta - beta)``. ``normalize="all"`` averages over all N^2 entries (unmasked ones
-    contribute the constant ``max(0, alpha)``); ``"masked"`` sums the masked entries only and
-    divides by their number (0 if none).
-    """
-    s = sim.float()
-    m = mask.to(s.dtype)
-    delta = m * (s - s.diagonal().unsqueeze(1))
-    terms = F.relu(delta + alpha) + F.relu(-delta - beta)
-    if normalize == "all":
-        return terms.mean()
-    return (terms * m).sum() / m.sum().clamp_min(1.0)
+#: The diagnostics ClusterNS records every step, in this order: the centroid miner's, then ``bml``.
+DIAGNOSTIC_KEYS = (*CENTROID_DIAGNOSTICS, "bml")
 
 
-DIAGNOSTIC_KEYS = (
-    "cluster_started",
-    "cluster_start_step",
-    "batch_mean_cos",
-    "cluster_size_min",
-    "cluster_size_median",
-    "cluster_size_max",
-    "cluster_empty",
-    "false_negative_pairs",
-    "hard_negative_cos",
-    "bml",
-    "cluster_reinitialized",
-)
-
-
-CITATION = """@inproceedings{deng2023clusterns,
-  title = {Clustering-Aware Negative Sampling for Unsupervised Sentence Representation},
-  author = {Deng and others},
-  booktitle = {Findings of the Association for Computational Linguistics: ACL 2023},
-  year = {2023},
-  eprint = {2305.09892},
-  archivePrefix = {arXiv},
-  note = {Full author list not recorded in hardcse's sources (see arXiv:2305.09892); code: https://github.com/djz233/ClusterNS}
-}"""
-
-
-class ClusterNSPart(Part):
-    """ClusterNS negatives and false-negative handling as one :class:`Part` (module doc).
-
-    Per training step: run the cluster state machine; once started, append the N hard-negative
-    centroid columns ``s(z_i, c~_k)`` (shared by all rows; log-weight ``w`` on ``k = i``), and
-    handle the same-cluster pairs by BML (loss ``bml`` = lambda * L_BML) and/or by removing them
-    from the denominator. When BML is configured, ``bml`` is logged every step (0 before the
-    start). Diagnostics (floats, every step; cluster statistics are 0 while no centroids are
-    used): ``cluster_started``, ``cluster_start_step`` (-1 before), ``batch_mean_cos``,
-    ``cluster_size_min/median/max`` and ``cluster_empty`` over the K clusters for this batch's
-    assignment, ``false_negative_pairs`` (ordered pairs i != j in the mask),
-    ``hard_negative_cos`` (mean cosine of a row to its own hard-negative centroid), ``bml``
-    (unweighted) and ``cluster_reinitialized`` (clusters moved at this step).
-    In evaluation mode the state is not changed; after the start the current centroids are used.
-    """
-
-    name = "clusterns"
-    stage = "negative"
-    title = "ClusterNS"
-    citation = CITATION
-
-    def __init__(self, config: ClusterNSConfig, dim: int, batch_size: int | None = None) -> None:
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.cluster = ClusterState(
-            k=config.k,
-            dim=dim,
-            theta=config.theta,
-            eta=config.eta,
-            update_rule=config.update_rule,
-            centroid_update=config.centroid_update,
-            reinit_empty=config.reinit_empty,
-            reinit_patience=config.reinit_patience,
-            seed=config.seed_for(None),
-            batch_size=batch_size,
-        )
-
-    def contribute(self, batch: ContrastiveBatch) -> None:
-        cfg = self.config
-        out = self.cluster(
-            batch.z1, batch.sim, step=batch.step, update=batch.training, hard_negatives=cfg.hard_negatives
-        )
-        device = batch.sim.device
-        zero = torch.zeros((), device=device)
-        bml_value = zero
-        stats = [zero] * 6  # size min/median/max, empty, pairs, hard-negative cos
-        if out.active:
-            mask = out.mask
-            if out.hard_negative is not None:
-                hn = self.cluster.centroids[out.hard_negative]  # N x d, fp32, no gradient
-                cols = pairwise_cosine(batch.z1.float(), hn)
-                log_w = None
-                if cfg.hard_negative_weight != 0.0:
-                    eye = torch.eye(batch.size, device=cols.device, dtype=cols.dtype)
-                    log_w = cfg.hard_negative_weight * eye
-                batch.add_columns(cols, log_w)
-                hn_cos = cols.detach().diagonal().float().mean()
-            else:
-                hn_cos = zero
-            if cfg.uses_mask:
-                batch.remove_in_batch(mask)
-            bml_value = bml_loss(batch.sim, mask, cfg.bml_alpha, cfg.bml_beta, cfg.bml_normalize)
-            if cfg.uses_bml:
-                batch.add_loss("bml", cfg.bml_weight * bml_value)
-            sizes = out.sizes.float()
-            stats = [
-                sizes.min(),
-                sizes.quantile(0.5),
-                sizes.max(),
-                (sizes == 0).sum().float(),
-                mask.sum().float(),
-                hn_cos,
-            ]
-        elif cfg.uses_bml:
-            batch.add_loss("bml", batch.sim.new_zeros(()))
-        reinit = out.reinitialized if out.reinitialized is not None else zero
-        values = torch.stack(
-            [
-                self.cluster.started.float(),
-                self.cluster.start_step.float(),
-                out.mean_cos.float(),
-                *[v.detach().float().to(device) for v in stats],
-                bml_value.detach().float(),
-                reinit.float().to(device),
-            ]
-        ).tolist()  # one device sync for all diagnostics
-        batch.diagnostics.update(dict(zip(DIAGNOSTIC_KEYS, values, strict=True)))
+def clusterns_parts(config: ClusterNSConfig, dim: int, batch_size: int | None = None) -> list[Part]:
+    """The parts ``config`` asks for (module doc), for vectors of dimension ``dim`` and a global
+    batch of ``batch_size`` sentences; the first-centroid seed is ``config.seed_for(None)``."""
+    config.validate()
+    cluster = ClusterState(
+        k=config.k,
+        dim=dim,
+        theta=config.theta,
+        eta=config.eta,
+        update_rule=config.update_rule,
+        centroid_update=config.centroid_update,
+        reinit_empty=config.reinit_empty,
+        reinit_patience=config.reinit_patience,
+        seed=config.seed_for(None),
+        batch_size=batch_size,
+    )
+    parts: list[Part] = [
+        CentroidNegatives(cluster, columns=config.hard_negatives, log_weight=config.hard_negative_weight)
+    ]
+    if config.uses_mask:
+        parts.append(MaskFalseNegatives())
+    weight = config.bml_weight if config.uses_bml else 0.0  # 0: the diagnostic only
+    parts.append(BidirectionalMarginLoss(weight, config.bml_alpha, config.bml_beta, config.bml_normalize))
+    return parts
 
 
 def validate_batch_size(config: ClusterNSConfig, batch_size: int) -> None:
@@ -271,17 +177,17 @@ def validate_batch_size(config: ClusterNSConfig, batch_size: int) -> None:
 
 
 def build_clusterns(config: ClusterNSConfig, dim: int, batch_size: int, run_seed: int | None = None) -> list[Part]:
-    """The ClusterNS parts for vectors of dimension ``dim`` and a *global* batch of
-    ``batch_size`` sentences (per-device batch x processes); checks K <= batch size.
+    """The ClusterNS parts (:func:`clusterns_parts`) for vectors of dimension ``dim`` and a
+    *global* batch of ``batch_size`` sentences (per-device batch x processes); checks K <= batch size.
 
     ``run_seed`` (the training run's ``--seed``) becomes the seed of the first-centroid draw
-    unless ``config.seed`` is set; the part's config holds the resolved seed. The draw is a
-    function of (seed, step) only, so a resumed run re-draws it exactly without saved RNG state.
+    unless ``config.seed`` is set. The draw is a function of (seed, step) only, so a resumed run
+    re-draws it exactly without saved RNG state.
     """
     config.validate()
     validate_batch_size(config, batch_size)
     config = replace(config, seed=config.seed_for(run_seed))
-    return [ClusterNSPart(config, dim=dim, batch_size=batch_size)]
+    return clusterns_parts(config, dim=dim, batch_size=batch_size)
 
 
 def _preset(model: str, batch_size: int, lr: float, **clusterns) -> dict:
@@ -410,7 +316,7 @@ METHOD = Method(
         "clusterns-prompt-roberta-base": 79.74,
     },
     check_batch=validate_batch_size,
-    citation=CITATION,
+    citation=CLUSTERNS_CITATION,
     title="ClusterNS",
     summary="clustering-aware negatives: centroid hard negatives and a bidirectional margin loss on false negatives",
 )

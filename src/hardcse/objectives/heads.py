@@ -20,17 +20,10 @@ from typing import TYPE_CHECKING, Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hardcse.objectives.citations import SIMCSE_CITATION
+
 if TYPE_CHECKING:  # the batch is only passed through here
     from hardcse.objectives.base import ContrastiveBatch
-
-SIMCSE_CITATION = """@inproceedings{gao2021simcse,
-  title = {{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
-  author = {Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
-  booktitle = {Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
-  year = {2021},
-  eprint = {2104.08821},
-  archivePrefix = {arXiv}
-}"""
 
 
 class ContrastiveHead(nn.Module):

@@ -8,9 +8,11 @@ never names one; a user adds a method from outside the package with :func:`regis
 (``docs/extending.md``).
 
 A *recipe* is one method name or several joined by ``+`` (``clusterns+hsimcse``; a YAML list is the
-same). Its parts are applied in recipe order to one :class:`~hardcse.objectives.base.ContrastiveBatch`,
-so the loss is the SimCSE InfoNCE over the batch plus every column the parts add, plus every
-auxiliary term:
+same). Each method's ``build`` injects parts (:mod:`hardcse.objectives.parts`: positives, negative
+miners, false-negative handlers, auxiliary terms); a step runs them on one
+:class:`~hardcse.objectives.base.ContrastiveBatch` by stage (:data:`~hardcse.objectives.base.STAGES`),
+in recipe order within a stage, then the contrastive head, so the loss is the SimCSE InfoNCE over the
+batch plus every column the parts add, plus every auxiliary term, whatever the order of the methods:
 
 .. math::
 
@@ -297,11 +299,23 @@ def load_plugins(modules: str | Iterable[str] | None) -> None:
 def compose(recipe: str | Sequence[str], configs: Mapping[str, Any], context: BuildContext) -> Built:
     """Build every method of ``recipe`` with its config (``configs[name]``) and join them: the parts
     in recipe order (a step runs them by stage, :data:`~hardcse.objectives.base.STAGES`), every
-    hook, and the one head a method may replace the InfoNCE with (two are refused)."""
+    hook, and the one head a method may replace the InfoNCE with (two are refused). Two parts of
+    one name are refused too: a part's name keys its settings in the loss's configuration."""
     out = Built()
     owner = None
+    named: dict[str, str] = {}
     for method in parse_recipe(recipe):
         built = method.build_parts(configs[method.name], context)
+        for part in built.parts:
+            if part.name in named:
+                first = named[part.name]
+                who = (
+                    f"method '{first}' adds two parts"
+                    if first == method.name
+                    else f"methods '{first}' and '{method.name}' both add a part"
+                )
+                raise ConfigError(f"{who} named '{part.name}'; give one of them another name (its name attribute).")
+            named[part.name] = method.name
         out.parts.extend(built.parts)
         out.hooks.extend(built.hooks)
         if built.head is not None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hardcse.objectives.heads import SIMCSE_CITATION
+from hardcse.objectives.citations import SIMCSE_CITATION
 from hardcse.objectives.registry import BuildContext, Built, Method, paper_preset
 
-#: The SimCSE BibTeX (the default head's, :mod:`hardcse.objectives.heads`).
+#: The SimCSE BibTeX (also the default head's, :mod:`hardcse.objectives.heads`).
 CITATION = SIMCSE_CITATION
 
 

@@ -441,9 +441,9 @@ class GPUCheck:
             f"{worst['grad_norm']:.1e} relative"
         )
         parts = parts_of(dev_loss)
-        if "ClusterNSPart" in parts:
+        if "CentroidNegatives" in parts:
             detail += f", centroids within {worst['centroids']:.1e} (on {dev.type})"
-        if "HSimCSEPart" in parts:
+        if "CorpusIndexNegative" in parts:
             detail += f", bank within {worst['bank']:.1e} (encoded on {dev.type})"
         return detail, {"passes": rows, "worst": worst}
 
@@ -853,22 +853,22 @@ def objective_state_on(loss: Any, device: str, history: list[dict[str, Any]]) ->
     parts = parts_of(loss)
     notes = []
     steps = [e for e in history if "loss" in e]
-    if "ClusterNSPart" in parts:
-        cluster = parts["ClusterNSPart"].cluster
+    if "CentroidNegatives" in parts:
+        cluster = parts["CentroidNegatives"].cluster
         expect(cluster.centroids.device.type == device, f"ClusterNS centroids on {cluster.centroids.device}")
         expect(bool(cluster.started), "ClusterNS clustering never started")
         expect(bool(torch.isfinite(cluster.centroids).all()), "non-finite ClusterNS centroids")
         used = [e.get("diagnostics/hard_negative_cos") for e in steps if e.get("diagnostics/cluster_started") == 1.0]
         expect(any(_finite(v) and v != 0.0 for v in used), f"no centroid hard negative used: {used}")
         notes.append(f"centroids {tuple(cluster.centroids.shape)} on {cluster.centroids.device}")
-    if "HSimCSEPart" in parts:
-        part = parts["HSimCSEPart"]
+    if "CorpusIndexNegative" in parts:
+        part = parts["CorpusIndexNegative"]
         expect(part.index.size > 0, "the HSimCSE bank is empty")
         expect(part.build_seconds.device.type == device, f"HSimCSE state buffers on {part.build_seconds.device}")
-        expect(part.corpus.last_ids is not None, "the HSimCSE corpus was never searched")
+        expect(part.last_ids is not None, "the HSimCSE corpus was never searched")
         quads = [e.get("quad") for e in steps]
         expect(all(_finite(v) for v in quads), f"HSimCSE quad terms {quads}")
-        probe = part.corpus(torch.zeros(2, part.index.dim, device=device), torch.zeros(2, dtype=torch.long))
+        probe = part.search(torch.zeros(2, part.index.dim, device=device), torch.zeros(2, dtype=torch.long))
         expect(probe.device.type == device, f"corpus negatives come back on {probe.device}")
         notes.append(f"bank {part.index.size}x{part.index.dim} (faiss {part.index.kind}, CPU), searched from {device}")
     return "; ".join(notes)
@@ -925,15 +925,15 @@ def compare_objective_state(cpu_loss: Any, dev_loss: Any, device: Any, worst: di
 
     cpu_parts, dev_parts = parts_of(cpu_loss), parts_of(dev_loss)
     found = {}
-    if "ClusterNSPart" in dev_parts:
-        a, b = cpu_parts["ClusterNSPart"].cluster, dev_parts["ClusterNSPart"].cluster
+    if "CentroidNegatives" in dev_parts:
+        a, b = cpu_parts["CentroidNegatives"].cluster, dev_parts["CentroidNegatives"].cluster
         expect(b.centroids.device.type == device.type, f"ClusterNS centroids on {b.centroids.device}")
         expect(bool(a.started) and bool(b.started), "ClusterNS did not start on the fixed batch")
         diff = float((b.centroids.cpu() - a.centroids).abs().max())
         expect(diff <= 1e-4, f"ClusterNS centroids differ by {diff:.2e} between {device.type} and the CPU")
         found["centroids"] = max(worst["centroids"], diff)
-    if "HSimCSEPart" in dev_parts:
-        a, b = cpu_parts["HSimCSEPart"].index, dev_parts["HSimCSEPart"].index
+    if "CorpusIndexNegative" in dev_parts:
+        a, b = cpu_parts["CorpusIndexNegative"].index, dev_parts["CorpusIndexNegative"].index
         diff = float(np.abs(np.asarray(b.vectors) - np.asarray(a.vectors)).max())
         expect(diff <= 1e-4, f"HSimCSE bank vectors differ by {diff:.2e} between {device.type} and the CPU")
         found["bank"] = max(worst["bank"], diff)

@@ -176,6 +176,49 @@ def test_clusterns_and_dcl_compose_in_either_order_with_the_same_loss(plugin_dir
         assert loss.get_config_dict()["head"] == {"name": "dcl", "weighted": False, "sigma": 0.5}
 
 
+def test_a_user_method_injects_the_corpus_index_miner_next_to_hsimcse(tmp_path, monkeypatch):
+    """The documented corpus-margin method: a built-in part (the corpus index miner, built from its
+    own settings) in a method from outside, composed with HSimCSE, which has its own miner."""
+    import importlib
+
+    import torch.nn.functional as F
+    from helpers import WORDS, make_tiny_training_model
+
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "hardcse_corpus_margin.py").write_text(doc_file("hardcse_corpus_margin.py"), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(root))
+    try:
+        importlib.import_module("hardcse_corpus_margin")
+        model = make_tiny_training_model(tmp_path / "bert")
+        sentences = [" ".join(WORDS[(7 * i + j) % 60] for j in range(3 + i % 5)) for i in range(24)]
+        config = TrainConfig.from_dict(
+            {"recipe": "hsimcse+corpus_margin", "batch_size": 8, "hsimcse": {"k": 3}, "corpus_margin": {"k": 2}}
+        )
+        context = BuildContext(model=model, sentences=sentences, global_batch=8)
+        built = compose(config.recipe, config.method_configs(), context)
+        assert [p.name for p in built.parts][-2:] == ["corpus_margin_index", "corpus_margin"]
+        loss = HardCSELoss(torch.nn.Identity(), parts=built.parts)
+        g = torch.Generator().manual_seed(0)
+        z1 = torch.randn(8, 32, generator=g).requires_grad_(True)
+        z2 = (z1.detach() + 0.3 * torch.randn(8, 32, generator=g)).requires_grad_(True)
+        ids = torch.arange(8)
+        out = loss.compute_loss_from_embeddings(z1, z2, ids)
+        assert set(out) == {"infonce", "quad", "corpus_margin"}
+        miner = next(p for p in loss.parts if p.name == "corpus_margin_index")
+        near = miner.search(z1, ids)  # the same search, by hand
+        assert not set(miner.last_ids[0].tolist()) & {0}  # the sentence itself is excluded
+        q = F.cosine_similarity(z1.detach(), near, dim=-1)
+        s = F.cosine_similarity(z1.detach(), z2.detach(), dim=-1)
+        expected = 0.1 * torch.relu(q - s + 0.1).mean()
+        assert float(out["corpus_margin"].detach()) == pytest.approx(float(expected), abs=1e-6)
+        sum(out.values()).backward()
+        assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all()
+    finally:
+        unregister("corpus_margin")
+        sys.modules.pop("hardcse_corpus_margin", None)
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end: the command line, a resume, a comparison
 

@@ -411,12 +411,12 @@ class GPUCheck:
     def same_loss(self, recipe: str) -> tuple[str, dict[str, Any]]:
         import torch
 
-        from hardcse.models.encoder import build_training_model
+        from hardcse.models.representation import Pooled
         from hardcse.training.run import build_objective
 
         dev = torch.device(self.plan.device)
         torch.manual_seed(0)
-        cpu_model = build_training_model(str(self.small), max_seq_length=MAX_LEN, dropout=0.0)
+        cpu_model = Pooled().build(str(self.small), max_seq_length=MAX_LEN, dropout=0.0)
         dev_model = copy.deepcopy(cpu_model).to(dev)
         batch = self.corpus_lines[: self.plan.batch]
         ids = torch.arange(len(batch))
@@ -453,12 +453,12 @@ class GPUCheck:
         components and the gradient (its replayed backward runs under the device's autocast/RNG)."""
         import torch
 
-        from hardcse.models.encoder import build_training_model
+        from hardcse.models.representation import Pooled
         from hardcse.training.run import build_objective
 
         dev = torch.device(self.plan.device)
         torch.manual_seed(0)
-        model = build_training_model(str(self.small), max_seq_length=MAX_LEN, dropout=0.0).to(dev)
+        model = Pooled().build(str(self.small), max_seq_length=MAX_LEN, dropout=0.0).to(dev)
         batch = self.corpus_lines[: self.plan.batch]
         ids = torch.arange(len(batch))
         mini = self.plan.batch // 4

@@ -159,17 +159,15 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     import hardcse
     from hardcse.data.corpus import corpus_dataset
     from hardcse.models.dropout import enable_fast_dropout
-    from hardcse.models.encoder import build_training_model
-    from hardcse.models.prompt import training_collator
+    from hardcse.models.representation import Pooled, Prompted
     from hardcse.training.run import build_objective
 
     recipe, options = parse_contender(name)
     # Settings of the cached step (+rows2, +keep0, +trim...): given to the loss's CachedStep below.
     step_settings = {k: options.pop(k) for k in ("release_policy", "rows_per_sentence", "kept_passes") if k in options}
     torch.manual_seed(seed)
-    model = build_training_model(
-        "default", pooling="cls", max_seq_length=32, mlp_head=recipe != "st-mnrl", prompt=options.get("prompt", False)
-    )
+    representation = Prompted() if options.get("prompt", False) else Pooled("cls")
+    model = representation.build("default", max_seq_length=32, mlp_head=recipe != "st-mnrl")
     callbacks: list = []
     build_s = 0.0
     if recipe == "st-mnrl":
@@ -198,7 +196,7 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         train_dataset=dataset,
         loss=loss,
         callbacks=[*callbacks, timer],
-        data_collator=training_collator(model),  # +prompt: sentences tokenised alone, wrapped per view
+        data_collator=representation.collator(model),  # +prompt: sentences tokenised alone, wrapped per view
     )
     trainer.train()
     return timer.median(), build_s
@@ -309,7 +307,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from hardcse.data.corpus import read_corpus
-    from hardcse.models.encoder import build_training_model
+    from hardcse.models.representation import Pooled
 
     sentences = read_corpus(["corpus/wikipedia_vital_articles_en.sentences.txt"], data_dir())
     if args.time_one:
@@ -342,7 +340,7 @@ def main() -> None:
             raise SystemExit("every contender asked for was a +bf16 one; nothing left to time")
     elif not cpu_native:
         print("bf16: not native on this CPU: bf16 peak not measured (MFU of +bf16 contenders not shown)")
-    probe = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
+    probe = Pooled("cls").build("default", max_seq_length=32, mlp_head=False)
     params = non_embedding_params(probe)
     padded, real = batch_tokens(probe, sentences, 64, 50, args.seed)
     step_flops = 6 * params * 2 * padded  # two views of each sentence

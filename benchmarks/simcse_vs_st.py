@@ -32,7 +32,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 import hardcse
 from hardcse.data.corpus import read_corpus
 from hardcse.evaluation.sts import evaluate_model
-from hardcse.models.encoder import build_training_model
+from hardcse.models.representation import Pooled
 
 
 def plain_args(out: Path, steps: int, seed: int, bf16: bool = False) -> SentenceTransformerTrainingArguments:
@@ -61,7 +61,7 @@ def plain_args(out: Path, steps: int, seed: int, bf16: bool = False) -> Sentence
 
 def run_st(sentences: list[str], steps: int, seed: int, out: Path) -> tuple[StepTimer, SentenceTransformer]:
     torch.manual_seed(seed)
-    model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=False)
+    model = Pooled("cls").build("default", max_seq_length=32, mlp_head=False)
     dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
     timer = StepTimer()
     args = plain_args(out, steps, seed)
@@ -89,7 +89,7 @@ def time_alternating(sentences: list[str], rounds: int, steps: int, seed: int, o
     for r in range(rounds):
         for side in ("st", "hardcse"):
             torch.manual_seed(seed)
-            model = build_training_model("default", pooling="cls", max_seq_length=32, mlp_head=side == "hardcse")
+            model = Pooled("cls").build("default", max_seq_length=32, mlp_head=side == "hardcse")
             if side == "st":
                 dataset = Dataset.from_dict({"anchor": sentences, "positive": sentences})
                 loss = MultipleNegativesRankingLoss(model, scale=20.0)

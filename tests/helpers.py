@@ -76,11 +76,11 @@ def make_tiny_training_model(path: Path):
     """The tiny BERT as a training model (CLS + train-only head), seeded, in train mode."""
     import torch
 
-    from hardcse.models.encoder import build_training_model
+    from hardcse.models.representation import Pooled
 
     make_tiny_bert(path)
     torch.manual_seed(1)
-    model = build_training_model(str(path), pooling="cls", max_seq_length=32, mlp_head=True)
+    model = Pooled("cls").build(str(path), max_seq_length=32, mlp_head=True)
     model.train()
     return model
 

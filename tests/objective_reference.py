@@ -83,13 +83,14 @@ def make_model(root: Path, prompt: bool):
     sys.path.insert(0, str(HERE))
     from helpers import make_tiny_bert
 
-    from hardcse.models.encoder import build_training_model
+    from hardcse.models.representation import Pooled, Prompted
 
     path = root / "bert"
     if not (path / "config.json").is_file():
         make_tiny_bert(path)
     torch.manual_seed(1)
-    model = build_training_model(str(path), pooling="cls", max_seq_length=32, mlp_head=True, prompt=prompt)
+    representation = Prompted() if prompt else Pooled("cls")
+    model = representation.build(str(path), max_seq_length=32, mlp_head=True)
     model.train()
     return model
 

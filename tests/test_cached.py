@@ -315,10 +315,10 @@ def _worker(root: Path) -> None:
     torch.distributed.init_process_group("gloo")
     rank = torch.distributed.get_rank()
     torch.set_num_threads(1)
-    from hardcse.models.encoder import build_training_model
+    from hardcse.models.representation import Pooled
 
     torch.manual_seed(1)  # the head's initialisation, as make_tiny_training_model
-    model = build_training_model(str(root / "bert"), pooling="cls", max_seq_length=32, mlp_head=True)
+    model = Pooled("cls").build(str(root / "bert"), max_seq_length=32, mlp_head=True)
     model.eval().double()
     features, labels = batch(model)
     half = BATCH // 2

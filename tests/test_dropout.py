@@ -127,10 +127,11 @@ def test_export_after_disable_is_a_plain_model(tmp_path):
     from helpers import make_tiny_bert
     from sentence_transformers import SentenceTransformer
 
-    from hardcse.models.encoder import build_training_model, export_model
+    from hardcse.models.encoder import export_model
+    from hardcse.models.representation import Pooled
 
     path = make_tiny_bert(tmp_path / "bert")
-    model = build_training_model(str(path))
+    model = Pooled().build(str(path))
     fd.enable_fast_dropout(model)
     fd.disable_fast_dropout(model)
     export_model(model, tmp_path / "out")

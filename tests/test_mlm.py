@@ -65,13 +65,13 @@ def test_cli_mlm_loss_falls_and_the_output_trains_as_model(inputs, tmp_path, mon
     # A plain HF directory: AutoModel loads it, and it becomes a hardcse training model.
     from transformers import AutoModel
 
-    from hardcse.models.encoder import build_training_model
+    from hardcse.models.representation import Pooled
 
     backbone = AutoModel.from_pretrained(str(out / "model"))
     before = AutoModel.from_pretrained(str(inputs["bert"]))
     name = "embeddings.word_embeddings.weight"
     assert not torch.equal(backbone.state_dict()[name], before.state_dict()[name])
-    model = build_training_model(str(out / "model"), pooling="cls", max_seq_length=32)
+    model = Pooled("cls").build(str(out / "model"), max_seq_length=32)
     vectors = model.encode(["the dog plays", "a red house"], convert_to_tensor=True)
     assert vectors.shape == (2, 32) and torch.isfinite(vectors).all()
     assert torch.equal(model[0].auto_model.state_dict()[name], backbone.state_dict()[name])

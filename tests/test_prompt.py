@@ -13,7 +13,7 @@ from helpers import assert_one_sentence_error, byte_level_vocab, make_tiny_bert,
 
 import hardcse
 from hardcse.errors import ConfigError
-from hardcse.models.encoder import build_training_model, export_model
+from hardcse.models.encoder import export_model
 from hardcse.models.loading import describe_pooling, load_sentence_model
 from hardcse.models.prompt import (
     LENGTH_KEY,
@@ -22,6 +22,7 @@ from hardcse.models.prompt import (
     PromptTransformer,
     add_final_period,
 )
+from hardcse.models.representation import Prompted
 from hardcse.objectives.base import HardCSELoss
 
 SENTENCES = ["the dog plays", "a man sits on the red house.", "she reads?", "two old men walk by the river"]
@@ -186,7 +187,7 @@ def test_roberta_empty_template_positions_start_at_zero(tiny_roberta):
 
 def test_loss_sees_two_template_views(tiny_bert):
     torch.manual_seed(0)
-    model = build_training_model(str(tiny_bert), max_seq_length=32, prompt=True)
+    model = Prompted().build(str(tiny_bert), max_seq_length=32)
     model.train()
     loss = HardCSELoss(model)
     features = model[0].preprocess_sentences(SENTENCES)
@@ -205,7 +206,7 @@ def test_exported_model_encodes_as_the_training_evaluation(tiny_bert, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     torch.manual_seed(0)
-    model = build_training_model(str(tiny_bert), max_seq_length=32, prompt=True)
+    model = Prompted().build(str(tiny_bert), max_seq_length=32)
     model.eval()
     during_training = model.encode(SENTENCES, convert_to_tensor=True)
     export_model(model, tmp_path / "model", eval_max_seq_length=128)
@@ -290,7 +291,7 @@ def test_model_without_mask_token_is_one_sentence(tmp_path, monkeypatch, capsys,
     vocab = (path / "vocab.txt").read_text(encoding="utf-8").split()
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, mask_token=None).save_pretrained(str(path))
     with pytest.raises(ConfigError, match="no mask token"):
-        build_training_model(str(path), prompt=True)
+        Prompted().build(str(path))
     corpus = write_corpus(tmp_path / "corpus.txt", 20)
     code, _, err = run_cli(
         ["train", "--quiet", "--model", str(path), "--corpus", str(corpus), "--set", "prompt=true",
@@ -308,7 +309,7 @@ def test_cached_and_chunked_steps_match_the_plain_step(tiny_bert):
     grads, losses = {}, {}
     for mini, chunks in ((None, 1), (2, 1), (None, 2)):
         torch.manual_seed(0)
-        model = build_training_model(str(tiny_bert), prompt=True)
+        model = Prompted().build(str(tiny_bert))
         model.train()
         out = HardCSELoss(model, mini_batch_size=mini, length_chunks=chunks)([model[0].preprocess_sentences(SENTENCES)])
         sum(out.values()).backward()

@@ -13,8 +13,9 @@ from sentence_transformers import SentenceTransformer
 
 import hardcse
 from hardcse.errors import ConfigError, DataError, TrainingError
-from hardcse.models.encoder import build_training_model, export_model
+from hardcse.models.encoder import export_model
 from hardcse.models.head import TrainOnlyHead
+from hardcse.models.representation import Pooled
 from hardcse.training.run import train
 
 
@@ -55,7 +56,7 @@ def _config(tiny_bert, tiny_corpus, out, data_dir, **kw):
 
 
 def test_head_trains_only(tiny_bert):
-    model = build_training_model(str(tiny_bert))
+    model = Pooled().build(str(tiny_bert))
     assert isinstance(model[-1], TrainOnlyHead)
     model.train()
     feats = model.tokenize(["the dog plays"])
@@ -69,7 +70,7 @@ def test_head_trains_only(tiny_bert):
 
 
 def test_export_has_no_head_and_loads_plainly(tiny_bert, tmp_path):
-    model = build_training_model(str(tiny_bert))
+    model = Pooled().build(str(tiny_bert))
     export_model(model, tmp_path / "m", eval_max_seq_length=128)
     loaded = SentenceTransformer(str(tmp_path / "m"))
     assert not any(isinstance(m, TrainOnlyHead) for m in loaded)

@@ -269,7 +269,7 @@ def start_key(config: TrainConfig) -> str:
     """What the untrained encoder's evaluation depends on, hashed (runs sharing it share start.json)."""
     values = {
         "model": config.model,
-        "pooling": config.pooling,
+        **config.representation.identity(),  # pooling; a prompt's templates (keys of plain runs unchanged)
         "test_tasks": config.test_tasks,
         "data_dir": config.data_dir,
         "eval_batch_size": config.eval_batch_size,  # batches change padding, hence the last digits
@@ -277,8 +277,6 @@ def start_key(config: TrainConfig) -> str:
     }
     if config.dev or config.test:  # own pairs: their start scores too (keys of runs without them unchanged)
         values.update(dev=config.dev, test=config.test, pair_columns=config.pair_columns)
-    if config.prompt:  # the [MASK] state of a template is another representation (keys of plain runs unchanged)
-        values.update(prompt=True, prompt_template=config.prompt_template, prompt_template2=config.prompt_template2)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
 
 

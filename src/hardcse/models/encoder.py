@@ -1,52 +1,42 @@
-"""The encoder used for training and its clean export.
+"""Loading the backbone of a training model, and the training model's clean export.
 
-Training model: Transformer (max length 32 by default, as the official scripts) -> Pooling(cls)
--> :class:`~hardcse.models.head.TrainOnlyHead`. The export keeps only Transformer + Pooling, so
-plain ``SentenceTransformer(path)`` (and MTEB) loads it with the pooling it was trained for.
+The training model is built by its representation (:mod:`hardcse.models.representation`):
+Transformer (max length 32 by default, as the official scripts) -> Pooling(cls) ->
+:class:`~hardcse.models.head.TrainOnlyHead` for plain pooling. The export drops the train-only
+head, so plain ``SentenceTransformer(path)`` (and MTEB) loads a plain model with the pooling it
+was trained for.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.transformer import Transformer
-from sentence_transformers.sentence_transformer.modules.pooling import Pooling
 
 from hardcse.errors import ConfigError
 from hardcse.models.defaults import resolve_model_name
 from hardcse.models.head import TrainOnlyHead
 from hardcse.models.loading import check_model_weights, check_tokenizer_files
 
-POOLINGS = ("cls", "mean", "max")
 
-
-def build_training_model(
-    model: str | None = None,
-    pooling: str = "cls",
+def load_transformer(
+    kind: type[Transformer],
+    model: str | None,
+    *,
     max_seq_length: int = 32,
-    mlp_head: bool = True,
     dropout: float | None = None,
     trust_remote_code: bool = False,
-    device: str | None = None,
-    prompt: bool = False,
-    prompt_template: str | None = None,
-    prompt_template2: str | None = None,
-    prompt_denoise: bool = True,
-) -> SentenceTransformer:
-    """Transformer + Pooling (+ train-only head) from a Hugging Face name/path or an ST directory.
+    **kwargs: Any,
+) -> Transformer:
+    """The transformer module ``kind`` (``Transformer`` or a subclass such as the prompt encoder)
+    loaded from a Hugging Face name/path or an ST directory (``None``/``"default"``: the bundled
+    model), with one clear error for a directory that is no model or a name that cannot be loaded.
 
-    Only the transformer weights are taken from ``model``: an ST model's own pooling, Dense or
-    Normalize modules are replaced by the training pooling, as in SimCSE, which starts from a raw
-    backbone. ``dropout`` overrides both of the backbone's dropout probabilities.
-
-    With ``prompt`` the encoder is a :class:`~hardcse.models.prompt.PromptTransformer` (template,
-    ``[MASK]`` state, template denoising in training; ``pooling`` is not used) + the head.
+    ``dropout`` overrides both of the backbone's dropout probabilities; ``kwargs`` go to ``kind``.
     """
-    if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}.")
     path = resolve_model_name(model)
     local = Path(path).expanduser()
     if local.is_dir():
@@ -62,21 +52,10 @@ def build_training_model(
     config_kwargs = {}
     if dropout is not None:
         config_kwargs = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    kind = Transformer
-    prompt_kwargs = {}
-    if prompt:
-        from hardcse.models.prompt import PromptTransformer
-
-        kind = PromptTransformer
-        prompt_kwargs = {
-            "prompt_template": prompt_template,
-            "prompt_template2": prompt_template2,
-            "prompt_denoise": prompt_denoise,
-        }
     try:
-        transformer = kind(
+        return kind(
             path,
-            **prompt_kwargs,
+            **kwargs,
             max_seq_length=max_seq_length,
             config_kwargs=config_kwargs or None,
             model_kwargs={"trust_remote_code": trust_remote_code, "attn_implementation": "sdpa"},
@@ -89,11 +68,6 @@ def build_training_model(
             f"model '{model}' could not be loaded ({where}; the Hugging Face hub could not provide it: "
             f"{str(err).splitlines()[0]})."
         ) from None
-    dim = transformer.get_embedding_dimension()
-    modules: list[torch.nn.Module] = [transformer] if prompt else [transformer, Pooling(dim, pooling_mode=pooling)]
-    if mlp_head:
-        modules.append(TrainOnlyHead(dim))
-    return SentenceTransformer(modules=modules, device=device)
 
 
 def export_model(model: SentenceTransformer, path: str | Path, eval_max_seq_length: int | None = None) -> None:

@@ -64,6 +64,7 @@ from hardcse.models.templates import (  # noqa: F401 - the templates are part of
     BERT_TEMPLATE,
     BERT_TEMPLATE2,
     FINAL_PUNCTUATION,
+    PROMPT_POOLING_NAME,
     PROMPT_TEMPLATE,
     PROMPT_TEMPLATE2,
     add_final_period,
@@ -78,8 +79,6 @@ MASK_POSITION_KEY = "prompt_mask_position"
 #: Marks the training collator's features (:meth:`PromptTransformer.preprocess_sentences`): their
 #: ``input_ids``/``attention_mask`` are the sentences' own tokens, not yet wrapped in a template.
 RAW_KEY = "prompt_raw_sentence"
-
-POOLING_NAME = "prompt-mask"
 
 
 class _Layout:
@@ -131,7 +130,8 @@ class PromptTransformer(Transformer):
 
     It is the whole encoder: no Pooling module follows it (the training model adds only the
     train-only head). ``encode`` wraps with ``prompt_template`` (the evaluation layout); the
-    training collator and :meth:`two_views` build the training layout of both templates, and
+    training collator (:meth:`hardcse.models.representation.Prompted.collator`) and
+    :meth:`two_views` build the training layout of both templates, and
     :meth:`forward` subtracts the template denoising term for rows that carry their sentence
     length (training rows) when ``prompt_denoise`` is on.
 
@@ -175,7 +175,7 @@ class PromptTransformer(Transformer):
     @property
     def pooling_name(self) -> str:
         """How the sentence vector is read, for result files and cards."""
-        return POOLING_NAME
+        return PROMPT_POOLING_NAME
 
     def _row_limit(self) -> int | None:
         """The longest row the position embeddings take (``max_position_embeddings`` less the
@@ -389,15 +389,3 @@ def load_prompt_model(path: str | Path, device: str | None = None) -> Any:
             )
         modules.append(cls.load(str(path), subfolder=entry.get("path", "")))
     return SentenceTransformer(modules=modules, device=device)
-
-
-def training_collator(model: Any) -> Any:
-    """The trainer's data collator for ``model``: for a prompt encoder, one that tokenises each
-    sentence alone (:meth:`PromptTransformer.preprocess_sentences`); ``None`` (the trainer's own)
-    for any other model."""
-    first = model[0] if len(model) else None
-    if not isinstance(first, PromptTransformer):
-        return None
-    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
-
-    return SentenceTransformerDataCollator(preprocess_fn=first.preprocess_sentences)

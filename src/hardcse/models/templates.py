@@ -20,6 +20,9 @@ PROMPT_TEMPLATE2 = "The sentence : ' {sentence} ' means{mask}."
 BERT_TEMPLATE = 'This sentence of "{sentence}" means{mask}.'
 BERT_TEMPLATE2 = 'This sentence : "{sentence}" means{mask}.'
 
+#: The pooling name of the prompt representation (the template's ``[MASK]`` state) in result files and cards.
+PROMPT_POOLING_NAME = "prompt-mask"
+
 #: A sentence ending in none of these gets a "." at evaluation (``evaluation_prompt.py``).
 FINAL_PUNCTUATION = ".?\"'"
 

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from hardcse.evaluation.tables import format_comparison
+from hardcse.models.representation import Representation
 from hardcse.numeric import is_finite_number
 
 #: General training settings shown in the card, in this order (those present in the config).
@@ -186,7 +187,8 @@ def render_model_card(
     elif config.get("max_sentences"):
         corpus_text += f" (at most {config['max_sentences']:,} sentences)"
     method_names = " + ".join(name for name, _ in citations) or recipe
-    prompt = bool(config.get("prompt"))
+    # A prompt model's encoder is hardcse's own module: loading it needs hardcse.
+    needs_hardcse = Representation.from_settings(config).needs_hardcse
 
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", ""]
     lines += [
@@ -198,7 +200,7 @@ def render_model_card(
         "",
         "## Usage",
         "",
-        *(_prompt_usage(model_path) if prompt else _plain_usage(model_path)),
+        *(_prompt_usage(model_path) if needs_hardcse else _plain_usage(model_path)),
         "",
         "## Training",
         "",

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from hardcse.errors import ConfigError
+from hardcse.models.representation import POOLINGS, Representation
 from hardcse.objectives.registry import (
     get_method,
     is_method,
@@ -52,6 +53,7 @@ class TrainConfig:
     trust_remote_code: bool = False
     # Prompt representation (PromptBERT; prompt ClusterNS): the [MASK] state of the sentence wrapped in
     # a template ({sentence}, {mask}), template denoising in training; null templates: the official ones.
+    # (pooling and these, together: the `representation` property.)
     prompt: bool = False
     prompt_template: str | None = None
     prompt_template2: str | None = None
@@ -121,6 +123,21 @@ class TrainConfig:
             self.methods[name] = value
         else:
             object.__setattr__(self, name, value)
+
+    @property
+    def representation(self) -> Representation:
+        """The sentence representation these settings describe (``pooling``, ``prompt``,
+        ``prompt_template``, ``prompt_template2``, ``prompt_denoise``): it builds the training
+        model, its collator and export, and names the run's pooling and start key."""
+        return Representation.from_settings(
+            {
+                "pooling": self.pooling,
+                "prompt": self.prompt,
+                "prompt_template": self.prompt_template,
+                "prompt_template2": self.prompt_template2,
+                "prompt_denoise": self.prompt_denoise,
+            }
+        )
 
     def validate(self) -> None:
         """Check every value's range (types were checked when the config was built); one sentence each.
@@ -263,7 +280,6 @@ class TrainConfig:
         return TrainConfig.from_dict(values)
 
 
-POOLINGS = ("cls", "mean", "max")
 #: Learning-rate schedules by name -> the transformers scheduler type.
 LR_SCHEDULES = {"linear": "linear", "constant": "constant_with_warmup"}
 

@@ -34,10 +34,8 @@ from hardcse.errors import ConfigError, DataError, HardcseError, Interrupted, Tr
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
-from hardcse.models.encoder import build_training_model, export_model, position_limit
-from hardcse.models.loading import describe_pooling, load_sentence_model
+from hardcse.models.encoder import position_limit
 from hardcse.models.precision import bf16_support
-from hardcse.models.prompt import training_collator
 from hardcse.numeric import is_nan
 from hardcse.objectives.base import HardCSELoss
 from hardcse.objectives.registry import BuildContext, compose
@@ -279,19 +277,15 @@ def train(
     test_names = [] if config.test_tasks == [] else resolve_tasks(config.test_tasks, "test")  # []: pair sets only
     test_data = load_tasks(test_names, data_dir, "test") if test_names else {}
     torch.manual_seed(config.seed)  # the head's initialisation
-    model = build_training_model(
+    representation = config.representation
+    model = representation.build(
         config.model,
-        pooling=config.pooling,
         max_seq_length=config.max_seq_length,
         mlp_head=config.mlp_head and config.st_loss is None,  # a baseline's loss takes the pooled vector
         dropout=config.dropout,
         trust_remote_code=config.trust_remote_code,
-        prompt=config.prompt,
-        prompt_template=config.prompt_template,
-        prompt_template2=config.prompt_template2,
-        prompt_denoise=config.prompt_denoise,
     )
-    pooling_name = describe_pooling(model) if config.prompt else config.pooling
+    pooling_name = representation.describe()
     if config.fast_dropout:
         enable_fast_dropout(model)
     eval_len = position_limit(model) or config.max_seq_length
@@ -359,7 +353,7 @@ def train(
             loss=loss,
             evaluator=evaluator,
             # The prompt encoder tokenises training sentences alone; its loss wraps them per view.
-            data_collator=training_collator(model),
+            data_collator=representation.collator(model),
             callbacks=all_callbacks,
         )
         train_on(trainer, ProgressCallback(disable=not show_progress, metric=METRIC), last_ckpt)
@@ -379,14 +373,11 @@ def train(
             dist.barrier()
             return json.loads((out / "results.json").read_text(encoding="utf-8"))
         disable_fast_dropout(model)  # the export carries stock modules (saved files are the same either way)
-        atomic_directory(out / "model", lambda tmp: export_model(model, tmp, eval_max_seq_length=eval_len))
+        atomic_directory(out / "model", lambda tmp: representation.export(model, tmp, eval_max_seq_length=eval_len))
 
         # Score the export as a user would load it: plain SentenceTransformer(path).
         # (A prompt model's encoder is hardcse's own module: hardcse's loader, as `hardcse evaluate`.)
-        if config.prompt:
-            exported = load_sentence_model(str(out / "model"), device=str(model.device))
-        else:
-            exported = SentenceTransformer(str(out / "model"), device=str(model.device))
+        exported = representation.load_export(out / "model", device=str(model.device))
         test, pair_predictions = score_tests(
             exported, config, test_data, test_sets, bars, str(out / "model"), pooling_name, predictions=True
         )

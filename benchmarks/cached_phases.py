@@ -26,7 +26,7 @@ import torch
 from common import data_dir
 
 from hardcse.data.corpus import read_corpus
-from hardcse.objectives import base, cached
+from hardcse.objectives import base, cached, encoding
 
 SECONDS: dict[str, list[float]] = defaultdict(list)
 
@@ -43,19 +43,21 @@ def _timed(key, fn):
 
 
 def _instrument() -> None:
-    encode = base.HardCSELoss.encode_rows
+    """Wrap the methods of the encoding strategy, the objective and the cached step in timers (for
+    every instance, in this process only), and ``torch.autograd.backward``."""
+    encode = encoding.TwoViewEncoder.encode_rows
 
-    def encode_rows(self, features, rows=None):
+    def encode_rows(self, model, features, rows=None):
         t0 = time.perf_counter()
-        out = encode(self, features, rows)
+        out = encode(self, model, features, rows)
         SECONDS["encode, graph" if torch.is_grad_enabled() else "encode, no graph"].append(time.perf_counter() - t0)
         return out
 
-    base.HardCSELoss.encode_rows = encode_rows
+    encoding.TwoViewEncoder.encode_rows = encode_rows
     base.HardCSELoss.compute_loss_from_embeddings = _timed("objective", base.HardCSELoss.compute_loss_from_embeddings)
-    base._Replay.__call__ = _timed("replay hook (all)", base._Replay.__call__)
+    cached._Replay.__call__ = _timed("replay hook (all)", cached._Replay.__call__)
+    cached.CachedStep.release_memory = _timed("heap trim", cached.CachedStep.release_memory)
     torch.autograd.backward = _timed("autograd.backward", torch.autograd.backward)
-    cached.release_freed_memory = _timed("heap trim", cached.release_freed_memory)
 
 
 def main() -> None:
@@ -68,20 +70,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     _instrument()
     sentences = read_corpus(["corpus/wikipedia_vital_articles_en.sentences.txt"], data_dir())
-    timers: list = []
-    make_timer = perf.StepTimer
-
-    def recording_timer():
-        timers.append(make_timer())
-        return timers[-1]
-
-    perf.StepTimer = recording_timer
+    timer = perf.StepTimer()
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
-        median, _ = perf.time_recipe(args.contender, sentences, args.steps, 42, Path(tmp))
+        median, _ = perf.time_recipe(args.contender, sentences, args.steps, 42, Path(tmp), timer=timer)
     batch = perf.parse_contender(args.contender)[1].get("batch_size", 64)
-    steps = len(timers[0].times)
+    steps = len(timer.times)
     print(f"{args.contender}: median step {median:.3f} s = {1000 * median / batch:.2f} ms per sentence")
-    print(f"steps (s): {', '.join(f'{t:.2f}' for t in timers[0].times)}")
+    print(f"steps (s): {', '.join(f'{t:.2f}' for t in timer.times)}")
     print("| phase | calls per step | s per step | ms per sentence |\n|:--|--:|--:|--:|")
     for key, values in SECONDS.items():
         per_step = sum(values) / steps

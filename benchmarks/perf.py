@@ -150,8 +150,11 @@ def _args(out: Path, steps: int, seed: int, bf16: bool = False):
     return args
 
 
-def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Path) -> tuple[float, float]:
-    """(median step s, bank build s) of one short run of ``name``."""
+def time_recipe(
+    name: str, sentences: list[str], steps: int, seed: int, out: Path, timer: StepTimer | None = None
+) -> tuple[float, float]:
+    """(median step s, bank build s) of one short run of ``name``; ``timer`` (default a new one)
+    records its step times."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -160,10 +163,11 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
     from hardcse.data.corpus import corpus_dataset
     from hardcse.models.dropout import enable_fast_dropout
     from hardcse.models.representation import Pooled, Prompted
+    from hardcse.objectives.base import HardCSELoss
     from hardcse.training.run import build_objective
 
     recipe, options = parse_contender(name)
-    # Settings of the cached step (+rows2, +keep0, +trim...): given to the loss's CachedStep below.
+    # Settings of the cached step (+rows2, +keep0, +trim...): the loss below gets a CachedStep with them.
     step_settings = {k: options.pop(k) for k in ("release_policy", "rows_per_sentence", "kept_passes") if k in options}
     torch.manual_seed(seed)
     representation = Prompted() if options.get("prompt", False) else Pooled("cls")
@@ -184,10 +188,11 @@ def time_recipe(name: str, sentences: list[str], steps: int, seed: int, out: Pat
         if step_settings:
             if loss.cached_step is None:
                 raise SystemExit(f"{name}: the cached-step settings need a cached step (+cachedN)")
-            loss.cached_step = dataclasses.replace(loss.cached_step, **step_settings)
+            step = dataclasses.replace(loss.cached_step, **step_settings)
+            loss = HardCSELoss(model, loss.parts, loss.temperature, loss.head, encoder=loss.encoder, cached_step=step)
         if config.fast_dropout:
             enable_fast_dropout(model)
-    timer = StepTimer()
+    timer = timer if timer is not None else StepTimer()
     args = _args(out, steps, seed, bf16=options.get("bf16", False))
     args.per_device_train_batch_size = options.get("batch_size", 64)  # +batchN
     trainer = SentenceTransformerTrainer(

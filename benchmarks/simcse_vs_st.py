@@ -83,6 +83,7 @@ def time_alternating(sentences: list[str], rounds: int, steps: int, seed: int, o
     """
     from hardcse.models.dropout import enable_fast_dropout
     from hardcse.objectives.base import HardCSELoss
+    from hardcse.objectives.encoding import TwoViewEncoder
 
     preset = hardcse.make_config(preset="cpu")  # hardcse's side as `hardcse train --preset cpu` runs it
     st_medians, hc_medians = [], []
@@ -95,7 +96,7 @@ def time_alternating(sentences: list[str], rounds: int, steps: int, seed: int, o
                 loss = MultipleNegativesRankingLoss(model, scale=20.0)
             else:
                 dataset = Dataset.from_dict({"text": sentences, "label": list(range(len(sentences)))})
-                loss = HardCSELoss(model, temperature=0.05, length_chunks=preset.length_chunks)
+                loss = HardCSELoss(model, temperature=0.05, encoder=TwoViewEncoder(length_chunks=preset.length_chunks))
                 if preset.fast_dropout:
                     enable_fast_dropout(model)
             timer = StepTimer()

@@ -34,6 +34,7 @@ from hardcse.errors import ConfigError
 from hardcse.models.dropout import enable_fast_dropout
 from hardcse.objectives.base import HardCSELoss
 from hardcse.objectives.cached import CachedStep, split_rows
+from hardcse.objectives.encoding import TwoViewEncoder
 
 # The default settings of a cached step (what a loss given only mini_batch_size uses).
 ROWS_PER_SENTENCE = CachedStep(1).rows_per_sentence
@@ -96,12 +97,12 @@ def graph_step(loss: HardCSELoss, features: dict, labels: torch.Tensor, seed: in
     torch.manual_seed(seed)
     n = features["input_ids"].shape[0]
     if chunk_rows is None:
-        z1, z2 = loss.encode_two_views(dict(features))
+        z1, z2 = loss.encoder.encode_two_views(loss.model, dict(features))
     else:
         doubled = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in features.items()}
         mask = doubled["attention_mask"]
         chunks = split_rows(mask, 2 * n, chunk_rows, pads_right=True)
-        pieces = [loss.encode_rows(doubled, rows) for rows in chunks]
+        pieces = [loss.encoder.encode_rows(loss.model, doubled, rows) for rows in chunks]
         emb = torch.zeros(2 * n, pieces[0].shape[1]).index_put((torch.cat(chunks),), torch.cat(pieces).float())
         z1, z2 = emb[:n], emb[n:]
     out = loss.compute_loss_from_embeddings(z1, z2, labels.long())
@@ -130,8 +131,9 @@ def test_cached_step_equals_one_graph_over_the_same_minibatches(model, recipe, l
     model.train()
     corpus = sentences(40, seed=5)
     features, labels = batch(model)
-    cached = HardCSELoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks, mini_batch_size=4)
-    plain = HardCSELoss(model, parts_for(recipe, model, corpus), length_chunks=length_chunks)
+    encoder = TwoViewEncoder(length_chunks=length_chunks)
+    cached = HardCSELoss(model, parts_for(recipe, model, corpus), encoder=encoder, cached_step=CachedStep(4))
+    plain = HardCSELoss(model, parts_for(recipe, model, corpus), encoder=encoder)
     for step in range(2):  # ClusterNS "after": step 0 starts the clustering, step 1 uses centroids
         total, parts, got = cached_step(cached, features, labels, seed=10 + step)
         rows = 4 * ROWS_PER_SENTENCE  # the cached step's mini-batches of 4 sentences
@@ -160,9 +162,9 @@ def test_kept_first_pass_graphs_give_the_same_gradients(model, kept):
     model.train()
     corpus = sentences(40, seed=5)
     features, labels = batch(model)
-    settings = CachedStep(6, kept_passes=kept)
-    cached = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2, cached_step=settings)
-    plain = HardCSELoss(model, parts_for("clusterns-after", model, corpus), length_chunks=2)
+    settings, encoder = CachedStep(6, kept_passes=kept), TwoViewEncoder(length_chunks=2)
+    cached = HardCSELoss(model, parts_for("clusterns-after", model, corpus), encoder=encoder, cached_step=settings)
+    plain = HardCSELoss(model, parts_for("clusterns-after", model, corpus), encoder=encoder)
     for step in range(2):
         total, _, got = cached_step(cached, features, labels, seed=20 + step)
         ref_total, _, ref = graph_step(plain, features, labels, seed=20 + step, chunk_rows=6 * ROWS_PER_SENTENCE)
@@ -177,7 +179,8 @@ def test_one_minibatch_equals_the_uncached_step(model, bf16):
     features, labels = batch(model)
     parts = {}
     for name, size in (("plain", None), ("cached", 2 * BATCH)):  # both views' rows in one pass
-        loss = HardCSELoss(model, length_chunks=2, mini_batch_size=size)
+        step = None if size is None else CachedStep(size)
+        loss = HardCSELoss(model, encoder=TwoViewEncoder(length_chunks=2), cached_step=step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model.zero_grad(set_to_none=True)
             torch.manual_seed(3)
@@ -193,16 +196,16 @@ def test_replay_reproduces_every_minibatch(model):
     # The re-encoded embeddings are the first pass's (same dropout masks), and dropout is active.
     model.train()
     features, labels = batch(model)
-    loss = HardCSELoss(model, length_chunks=2, mini_batch_size=6)
+    loss = HardCSELoss(model, encoder=TwoViewEncoder(length_chunks=2), cached_step=CachedStep(6))
     seen = []
-    encode = loss.encode_rows
+    encode = loss.encoder.encode_rows
 
-    def recording(f, rows=None):
-        emb = encode(f, rows)
+    def recording(m, f, rows=None):
+        emb = encode(m, f, rows)
         seen.append(emb.detach().clone())
         return emb
 
-    loss.encode_rows = recording
+    loss.encoder.encode_rows = recording
     cached_step(loss, features, labels, seed=4)
     # 24 rows (12 sentences x 2 views) in mini-batches of 6 rows: 4 first passes, then the replay
     # of all but the last KEPT_PASSES ones (their first-pass graph is back-propagated instead).
@@ -210,7 +213,7 @@ def test_replay_reproduces_every_minibatch(model):
     first, second = seen[:4], seen[4:]
     for a, b in zip(first[: len(second)], second, strict=True):
         assert torch.equal(a, b)
-    z1, z2 = loss.encode_two_views(dict(features))
+    z1, z2 = loss.encoder.encode_two_views(model, dict(features))
     assert not torch.allclose(z1, z2)  # the two views differ: dropout is on
 
 
@@ -221,7 +224,7 @@ def test_cached_equals_one_pass_without_dropout(model):
     try:
         features, labels = batch(model, n=16)
         for size in (1, 5):
-            cached = HardCSELoss(model, mini_batch_size=size)
+            cached = HardCSELoss(model, cached_step=CachedStep(size))
             plain = HardCSELoss(model)
             total, _, got = cached_step(cached, features, labels, seed=0)
             ref_total, _, ref = graph_step(plain, features, labels, seed=0, chunk_rows=None)
@@ -234,7 +237,7 @@ def test_cached_equals_one_pass_without_dropout(model):
 def test_evaluation_runs_without_a_graph(model):
     model.eval()
     features, labels = batch(model)
-    loss = HardCSELoss(model, mini_batch_size=4).eval()
+    loss = HardCSELoss(model, cached_step=CachedStep(4)).eval()
     with torch.no_grad():
         out = loss([dict(features)], labels)
     ref = HardCSELoss(model).eval()([dict(features)], labels)
@@ -328,7 +331,7 @@ def _worker(root: Path) -> None:
     mine = {k: v[rows, :width] if torch.is_tensor(v) else v for k, v in features.items()}
     ddp = DistributedDataParallel(model, find_unused_parameters=True)
     for recipe in ("simcse", "clusterns-after"):
-        loss = HardCSELoss(ddp, parts_for(recipe, model, []), mini_batch_size=2)
+        loss = HardCSELoss(ddp, parts_for(recipe, model, []), cached_step=CachedStep(2))
         for step in range(2):
             model.zero_grad(set_to_none=True)
             out = loss([dict(mine)], labels[rank * half : (rank + 1) * half])

@@ -7,6 +7,8 @@ import math
 import torch
 
 from hardcse.objectives.base import ContrastiveBatch, HardCSELoss, Part, info_nce, pairwise_cosine
+from hardcse.objectives.cached import CachedStep
+from hardcse.objectives.encoding import TwoViewEncoder, pads_right
 
 
 def _hand_infonce(z1, z2, tau, extra=None):
@@ -111,10 +113,10 @@ def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
     words.register_forward_hook(lambda module, args, out: lookups.append(args[0].shape))
     results = []
     for chunks in (1, 3):
-        loss = HardCSELoss(model, length_chunks=chunks)
+        encoder = TwoViewEncoder(length_chunks=chunks)
         model.zero_grad()
         lookups.clear()
-        z1, z2 = loss.encode_two_views(features)
+        z1, z2 = encoder.encode_two_views(model, features)
         (z1.square().sum() + 2 * z2.sum()).backward()
         # The chunked passes share one word-embedding lookup of all 2N rows (one dense gradient).
         assert lookups == [features["input_ids"].repeat(2, 1).shape]
@@ -124,14 +126,14 @@ def test_length_chunks_give_the_same_embeddings_and_gradients(tmp_path):
     for a, b in zip(results[0], results[1], strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     # Left padding is never cut: the chunked path falls back to one pass.
-    assert not HardCSELoss._pads_right(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    assert not pads_right(torch.tensor([[0, 1, 1], [1, 1, 1]]))
 
 
 def test_padding_optimal_split_hand_worked_and_against_brute_force():
     import itertools
     import random
 
-    from hardcse.objectives.base import padding_optimal_split
+    from hardcse.objectives.encoding import padding_optimal_split
 
     assert padding_optimal_split([1, 1, 1, 10], 2) == [3, 1]  # 3x1 + 1x10 = 13 (halves: 22)
     assert padding_optimal_split([5, 5, 5], 4) == [3]  # no cut saves anything: one piece
@@ -157,3 +159,32 @@ def test_padding_optimal_split_hand_worked_and_against_brute_force():
             for cuts in itertools.combinations(range(1, n), k)
         )
         assert work(lengths, sizes) == best
+
+
+def test_the_loss_is_the_objective_and_its_encoding_is_injected():
+    # forward = the strategy's views of the (current) model, then the objective on them; the loss's
+    # config reports the strategy's and the cached step's settings.
+    z1 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    z2 = torch.tensor([[1.0, 0.1], [0.2, 1.0], [-1.0, 1.0]])
+
+    class Fixed(TwoViewEncoder):
+        def encode(self, model, features, labels=None):
+            self.seen = model
+            return z1, z2, None
+
+    encoder = Fixed(length_chunks=3, gather_across_devices=False)
+    loss = HardCSELoss(torch.nn.Identity(), temperature=0.5, encoder=encoder)
+    # The trainer puts its (DDP-wrapped) model into the loss: the strategy encodes with that one.
+    loss.model = wrapped = torch.nn.Sequential(torch.nn.Identity())
+    out = loss([{"input_ids": torch.zeros(3, 2, dtype=torch.long)}])
+    assert encoder.seen is wrapped
+    assert abs(float(out["infonce"]) - _hand_infonce(z1, z2, 0.5)) < 1e-6
+    config = loss.get_config_dict()
+    assert config["encoding"] == {"length_chunks": 3, "gather_across_devices": False}
+    assert config["cached_step"] is None
+    cached = HardCSELoss(torch.nn.Identity(), cached_step=CachedStep(4, kept_passes=0)).get_config_dict()
+    assert cached["encoding"] == {"length_chunks": 1, "gather_across_devices": True}
+    settings = {"mini_batch_size": 4, "rows_per_sentence": 1, "kept_passes": 0, "release_policy": "step"}
+    assert cached["cached_step"] == settings
+    # The loss's state is the objective's (the step counter, the parts' buffers): no encoding state.
+    assert set(HardCSELoss(torch.nn.Identity(), encoder=encoder).state_dict()) == {"step"}

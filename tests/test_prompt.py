@@ -24,6 +24,8 @@ from hardcse.models.prompt import (
 )
 from hardcse.models.representation import Prompted
 from hardcse.objectives.base import HardCSELoss
+from hardcse.objectives.cached import CachedStep
+from hardcse.objectives.encoding import TwoViewEncoder
 
 SENTENCES = ["the dog plays", "a man sits on the red house.", "she reads?", "two old men walk by the river"]
 
@@ -191,7 +193,7 @@ def test_loss_sees_two_template_views(tiny_bert):
     model.train()
     loss = HardCSELoss(model)
     features = model[0].preprocess_sentences(SENTENCES)
-    z1, z2 = loss.encode_two_views(features)
+    z1, z2 = loss.encoder.encode_two_views(model, features)
     assert z1.shape == z2.shape == (len(SENTENCES), 32)
     assert not torch.allclose(z1, z2)  # different templates, even without dropout
     value = loss([features])["infonce"]
@@ -311,7 +313,9 @@ def test_cached_and_chunked_steps_match_the_plain_step(tiny_bert):
         torch.manual_seed(0)
         model = Prompted().build(str(tiny_bert))
         model.train()
-        out = HardCSELoss(model, mini_batch_size=mini, length_chunks=chunks)([model[0].preprocess_sentences(SENTENCES)])
+        step = None if mini is None else CachedStep(mini)
+        loss = HardCSELoss(model, encoder=TwoViewEncoder(length_chunks=chunks), cached_step=step)
+        out = loss([model[0].preprocess_sentences(SENTENCES)])
         sum(out.values()).backward()
         losses[mini, chunks] = float(out["infonce"].detach())
         grads[mini, chunks] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])

@@ -38,6 +38,8 @@ from hardcse.models.encoder import position_limit
 from hardcse.models.precision import bf16_support
 from hardcse.numeric import is_nan
 from hardcse.objectives.base import HardCSELoss
+from hardcse.objectives.cached import CachedStep
+from hardcse.objectives.encoding import TwoViewEncoder
 from hardcse.objectives.registry import BuildContext, compose
 from hardcse.rundir import RunDirectory, check_output_dir
 from hardcse.safety import DiskFull, check_inputs_outside, disk_full_message, input_paths, is_disk_full
@@ -119,8 +121,8 @@ def build_objective(
         parts=built.parts,
         head=built.head,
         temperature=config.temperature,
-        length_chunks=config.length_chunks,
-        mini_batch_size=config.mini_batch_size,
+        encoder=TwoViewEncoder(length_chunks=config.length_chunks),
+        cached_step=CachedStep(config.mini_batch_size) if config.mini_batch_size is not None else None,
     )
     return loss, [MethodHooksCallback(built.hooks)] if built.hooks else []
 

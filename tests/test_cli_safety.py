@@ -92,13 +92,10 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_started(inputs, tmp_path
     before = snapshot(out)
 
     # A new run interrupted before its first step: the earlier run is put back as it was.
-    import hardcse.training.run as run_module
-
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "evaluate_model", interrupted, raising=False)
         patch.setattr("hardcse.evaluation.sts.evaluate_model", interrupted)
         code, _, err = run_entry_point(tiny_train_args(inputs, out, "--overwrite"), monkeypatch, capsys)
     assert code == 130

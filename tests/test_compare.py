@@ -116,8 +116,8 @@ def test_prompt_runs_do_not_share_the_untrained_scores_of_plain_runs(tmp_path):
     # with its pooling: sharing one start.json gave the other's untrained row and step-0 point.
     import hashlib
 
-    from hardcse.comparison.runner import start_key
     from hardcse.training.config import make_config
+    from hardcse.training.start import start_key
 
     plain = make_config(preset="cpu", recipe="simcse", seed=42, output=str(tmp_path / "a"))
     prompt = make_config(preset="cpu", recipe="clusterns", prompt=True, seed=43, output=str(tmp_path / "b"))

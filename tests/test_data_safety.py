@@ -272,7 +272,6 @@ def test_overwrite_stopped_by_a_signal_before_training_puts_the_old_run_back(
         raise AssertionError("the signal did not stop the command")
 
     monkeypatch.setattr("hardcse.evaluation.sts.evaluate_model", signalled)
-    monkeypatch.setattr("hardcse.training.run.evaluate_model", signalled, raising=False)
     code, _, err = run_cli(tiny_train_args(inputs, run, "--overwrite"), monkeypatch, capsys)
     assert code == 128 + signum, err
     assert_one_sentence_error(code, err, f"stopped by {signal.Signals(signum).name}", "kept as it was")

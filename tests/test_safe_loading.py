@@ -96,7 +96,7 @@ def test_trainer_itself_loads_with_weights_only(interrupted_run, tmp_path, monke
     shutil.copytree(interrupted_run, run)
     marker = tmp_path / "pwned"
     plant(run / "checkpoints" / "checkpoint-4" / "optimizer.pt", marker)
-    monkeypatch.setattr("hardcse.training.run.verify_checkpoint", lambda path: None)
+    monkeypatch.setattr("hardcse.training.lifecycle.verify_checkpoint", lambda path: None)
     code, _, err = run_cli(["train", "--quiet", "--resume", "--output", str(run)], monkeypatch, capsys)
     assert_one_sentence_error(code, err, "refusing to resume", "not plain tensor data")
     assert not marker.exists()

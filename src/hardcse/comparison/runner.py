@@ -6,12 +6,12 @@ Each run goes through the same path as ``hardcse train`` (:func:`hardcse.trainin
 (``output`` aside); finished runs are skipped, half-finished ones are continued from their last
 checkpoint (or restarted when they have none), so a comparison can be stopped and restarted.
 The untrained encoder's evaluation is the same for every run with the same model and test
-settings; it is computed once and kept as ``DIR/start-<key>.json``.
+settings; it is computed once and kept as ``DIR/start-<key>.json``
+(:class:`hardcse.training.start.SharedStart`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +28,7 @@ from hardcse.rundir import LOCK, MARKER, run_kind
 from hardcse.safety import brief, check_directory_option, check_replace_target
 from hardcse.training.checkpoints import last_complete_checkpoint
 from hardcse.training.config import TrainConfig, dump_yaml
+from hardcse.training.start import START_FILE, SharedStart, is_shared_start_file, read_start
 
 #: Seeds used for ``--seeds N``: 42, 43, ... (42 is the default seed of ``hardcse train``).
 FIRST_SEED = 42
@@ -235,7 +236,7 @@ def run_state(spec: RunSpec, overwrite: bool = False) -> str:
     saved_file = path / "config.yaml"
     if not saved_file.is_file():
         # A run killed before it wrote config.yaml leaves at most its marker, lock and start.json.
-        if overwrite or {p.name for p in path.iterdir()} <= {"start.json", MARKER, LOCK}:
+        if overwrite or {p.name for p in path.iterdir()} <= {START_FILE, MARKER, LOCK}:
             return "new"
         raise ConfigError(
             f"'{path}' holds files but no config.yaml, so it is not a run of this comparison; "
@@ -263,21 +264,6 @@ def run_state(spec: RunSpec, overwrite: bool = False) -> str:
             "differ); pass --overwrite to redo it, or choose another --output."
         )
     return "finished" if (path / "results.json").is_file() else "partial"
-
-
-def start_key(config: TrainConfig) -> str:
-    """What the untrained encoder's evaluation depends on, hashed (runs sharing it share start.json)."""
-    values = {
-        "model": config.model,
-        **config.representation.identity(),  # pooling; a prompt's templates (keys of plain runs unchanged)
-        "test_tasks": config.test_tasks,
-        "data_dir": config.data_dir,
-        "eval_batch_size": config.eval_batch_size,  # batches change padding, hence the last digits
-        "trust_remote_code": config.trust_remote_code,
-    }
-    if config.dev or config.test:  # own pairs: their start scores too (keys of runs without them unchanged)
-        values.update(dev=config.dev, test=config.test, pair_columns=config.pair_columns)
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _read_json(path: Path) -> dict | None:
@@ -322,7 +308,7 @@ def is_comparison_dir(path: Path) -> bool:
         values = _read_json(report)
         return isinstance(values, dict) and REPORT_KEYS <= set(values)
     for entry in path.iterdir():
-        if entry.name.startswith(".") or (entry.name.startswith("start-") and entry.suffix == ".json"):
+        if entry.name.startswith(".") or is_shared_start_file(entry):
             continue
         if entry.is_dir() and (
             run_kind(entry) == "train" or (entry / "config.yaml").is_file() or not any(entry.iterdir())
@@ -379,13 +365,8 @@ def run_all(
             results[spec.name] = json.loads((spec.path / "results.json").read_text(encoding="utf-8"))
             say(f"{prefix} finished earlier, skipped ({_score_text(results[spec.name])})")
             continue
-        shared_path = out / f"start-{start_key(spec.config)}.json"
-        shared = _read_json(shared_path)
-        own_start = spec.path / "start.json"
-        if shared is None and own_start.is_file():
-            shared = _read_json(own_start)  # an interrupted run already scored the untrained model
-            if shared is not None:
-                atomic_write_json(shared_path, shared)
+        shared = SharedStart(out, spec.config, spec.path)
+        start = shared.read()
         checkpoints = spec.path / "checkpoints"
         last = last_complete_checkpoint(checkpoints) if state == "partial" and checkpoints.is_dir() else None
         info: dict[str, Any] = {}
@@ -401,10 +382,9 @@ def run_all(
             resume=last is not None,
             show_progress=show_progress,
             callbacks=[timer, *(callbacks or [])],
-            start=shared if last is None else None,
+            start=start if last is None else None,
         )
-        if shared is None and own_start.is_file():
-            atomic_write_json(shared_path, json.loads(own_start.read_text(encoding="utf-8")))
+        shared.share_run_start()
         info["train_seconds"] = None if timer.seconds is None else round(timer.seconds, 2)
         atomic_write_json(spec.path / RUN_INFO, info)
         results[spec.name] = run_results
@@ -425,7 +405,7 @@ def _score_text(results: dict) -> str:
 
 def start_cosines(spec: RunSpec) -> dict[str, list[float]] | None:
     """The untrained encoder's per-pair cosines on the run's test pair sets (its ``start.json``)."""
-    start = _read_json(spec.path / "start.json") or {}
+    start = read_start(spec.path) or {}
     return start.get("pair_cosines")
 
 

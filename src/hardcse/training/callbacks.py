@@ -1,5 +1,7 @@
-"""Trainer callbacks: training history, objective state in checkpoints, NaN guard, progress bar, and the
-one generic callback that runs the methods' step hooks."""
+"""Trainer callbacks: training history (saved into every checkpoint), the objective's diagnostics in
+the trainer's logs, NaN guard, progress bar, and the one generic callback that runs the methods' step
+hooks. The callbacks that frame a checkpoint save are in :mod:`hardcse.training.checkpoints`; the
+one that tells the run directory that training started is in :mod:`hardcse.training.lifecycle`."""
 
 from __future__ import annotations
 
@@ -10,29 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as save_safetensors
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from hardcse.errors import ConfigError
-from hardcse.io import atomic_write_bytes, atomic_write_json
+from hardcse.io import atomic_write_json
 from hardcse.numeric import is_nonfinite
 from hardcse.objectives.registry import StepHook, StepInfo
 from hardcse.process_group import barrier, is_main_process
-from hardcse.training.checkpoints import HISTORY_FILE, STATE_FILE
+from hardcse.training.checkpoints import HISTORY_FILE
 
 #: Namespace of the method diagnostics among the values the trainer logs (tracking integrations).
 DIAGNOSTICS_PREFIX = "diagnostics/"
 
 __all__ = [
-    "HISTORY_FILE",
-    "STATE_FILE",
     "DiagnosticsLogCallback",
     "HistoryCallback",
     "MethodHooksCallback",
     "NaNGuardCallback",
-    "ObjectiveStateCallback",
     "ProgressCallback",
 ]
 
@@ -49,13 +45,14 @@ class HistoryCallback(TrainerCallback):
     """Collects ``{"step", "loss", components..., "diagnostics/<name>"..., "stsb_dev"}`` per step.
 
     The loss and its components come from the trainer's logs (``logging_steps=1``; ``loss`` is
-    the sum of the components); the objective's diagnostics from ``loss.last_diagnostics``, under
-    ``diagnostics/``; ``stsb_dev`` from evaluations.
+    the sum of the components); the diagnostics of ``objective`` (a contrastive run's loss module)
+    from its ``last_diagnostics``, under ``diagnostics/``; ``stsb_dev`` from the evaluations'
+    ``metric``. A run without either (``hardcse mlm``) records the trainer's logs alone.
     The history is saved into every checkpoint so a resumed run reports all of it.
     """
 
-    def __init__(self, loss: torch.nn.Module, metric: str = "eval_stsb_spearman") -> None:
-        self.loss = loss
+    def __init__(self, objective: torch.nn.Module | None = None, metric: str | None = None) -> None:
+        self.objective = objective
         self.metric = metric
         self.history: list[dict[str, float]] = []
 
@@ -77,13 +74,13 @@ class HistoryCallback(TrainerCallback):
         if "grad_norm" in logs and _scalar(logs["grad_norm"]) is not None:
             entry["grad_norm"] = _scalar(logs["grad_norm"])
         # Diagnostics in their own namespace: never over a loss component of the same name (bml, quad).
-        for key, value in getattr(self.loss, "last_diagnostics", {}).items():
+        for key, value in getattr(self.objective, "last_diagnostics", {}).items():
             scalar = _scalar(value)
             if scalar is not None:
                 entry[f"{DIAGNOSTICS_PREFIX}{key}"] = scalar
 
     def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
-        if metrics and self.metric in metrics:
+        if metrics and self.metric is not None and self.metric in metrics:
             self._entry(state.global_step)["stsb_dev"] = float(metrics[self.metric])
 
     def record_start(self, stsb_dev: float) -> None:
@@ -121,64 +118,6 @@ class DiagnosticsLogCallback(TrainerCallback):
             scalar = _scalar(value)
             if scalar is not None:
                 logs[f"{DIAGNOSTICS_PREFIX}{name}"] = scalar
-
-
-class ObjectiveStateCallback(TrainerCallback):
-    """Saves the objective's buffers (step, cluster centroids, ...) into every checkpoint.
-
-    Stored as safetensors, so restoring never unpickles anything. The file is written last
-    (atomically, by the main process, after every process has finished its part of the
-    checkpoint): its presence marks the checkpoint complete (:mod:`hardcse.training.checkpoints`).
-    Every process restores the same file, so the state is identical on all of them.
-    """
-
-    def __init__(self, loss: torch.nn.Module) -> None:
-        self.loss = loss
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        # The encoder is saved by the trainer; keep only the objective's own state. A loss may hold
-        # the encoder under another name (sentence-transformers' TSDAE: ``encoder``, with a decoder
-        # tied to it), so tensors sharing the encoder's storage are left out too.
-        model = getattr(self.loss, "model", None)
-        if not isinstance(model, torch.nn.Module):
-            model = next((m for m in self.loss.children() if hasattr(m, "tokenize")), None)
-        shared = {t.data_ptr() for t in model.state_dict().values()} if model is not None else set()
-        state = {}
-        for key, value in self.loss.state_dict().items():
-            if key.startswith("model.") or value.data_ptr() in shared:
-                continue
-            state[key] = value.detach().cpu().contiguous().clone()
-        return state
-
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        barrier()
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir() and is_main_process():
-            atomic_write_bytes(ckpt / STATE_FILE, save_safetensors(self._state()))
-
-    def restore(self, checkpoint: Path) -> bool:
-        """Load the objective state saved in ``checkpoint``; False if it holds none.
-
-        A state of another shape (the configuration was changed between the runs, e.g. K or
-        the recipe) is refused in one sentence rather than half-restored.
-        """
-        path = checkpoint / STATE_FILE
-        if not path.is_file():
-            return False
-        saved = load_file(str(path))
-        current = self._state()
-        mismatched = sorted(
-            set(saved) ^ set(current) | {k for k in set(saved) & set(current) if saved[k].shape != current[k].shape}
-        )
-        if mismatched:
-            raise ConfigError(
-                f"checkpoint {checkpoint} holds objective state for another configuration "
-                f"({', '.join(mismatched[:4])} differ); resume with the run's own config.yaml or start again."
-            )
-        live = self.loss.state_dict()
-        for key, value in saved.items():
-            live[key].copy_(value.to(live[key].dtype))
-        return True
 
 
 class NaNGuardCallback(TrainerCallback):

@@ -2,8 +2,10 @@
 
 A checkpoint directory (``checkpoints/checkpoint-STEP``) is written by the Hugging Face trainer
 (model weights as safetensors, ``optimizer.pt``, ``scheduler.pt``, ``rng_state*.pth``,
-``trainer_state.json``) and then completed by hardcse's callbacks (``hardcse_history.json`` and,
-last, ``hardcse_state.safetensors``: the objective's cluster/index state and step). The trainer
+``trainer_state.json``) and then completed by hardcse's callbacks (``hardcse_history.json`` from
+:class:`~hardcse.training.callbacks.HistoryCallback` and, last, ``hardcse_state.safetensors`` from
+:class:`CheckpointCompletionCallback`: the objective's cluster/index state and step
+(:class:`ObjectiveState`), empty for a run without an objective such as ``hardcse mlm``). The trainer
 writes its files in place, so a run killed while saving leaves a directory that looks like a
 checkpoint but is truncated. Only a checkpoint holding all of the files above is *complete*;
 :func:`last_complete_checkpoint` picks the newest complete one, so a run killed at any moment
@@ -35,9 +37,13 @@ import zipfile
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from hardcse.errors import ConfigError
+from hardcse.io import atomic_write_bytes
+from hardcse.process_group import barrier, is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +196,74 @@ class SaveGuard(TrainerCallback):
             if not is_complete(folder):
                 folder.mkdir(parents=True, exist_ok=True)
                 (folder / SAVING).write_text(json.dumps({"step": int(state.global_step)}) + "\n", encoding="utf-8")
+
+
+class ObjectiveState:
+    """The objective's own state (step, cluster centroids, index refresh step, ...): every tensor
+    of the loss module's ``state_dict`` but the encoder's, which the trainer saves itself.
+
+    Stored as safetensors (:data:`STATE_FILE`), so restoring never unpickles anything; every
+    process restores the same file, so the state is identical on all of them.
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        self.loss = loss
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The objective's tensors, detached copies on the CPU."""
+        # A loss may hold the encoder under another name (sentence-transformers' TSDAE: ``encoder``,
+        # with a decoder tied to it), so tensors sharing the encoder's storage are left out too.
+        model = getattr(self.loss, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            model = next((m for m in self.loss.children() if hasattr(m, "tokenize")), None)
+        shared = {t.data_ptr() for t in model.state_dict().values()} if model is not None else set()
+        state = {}
+        for key, value in self.loss.state_dict().items():
+            if key.startswith("model.") or value.data_ptr() in shared:
+                continue
+            state[key] = value.detach().cpu().contiguous().clone()
+        return state
+
+    def restore(self, checkpoint: Path) -> bool:
+        """Load the objective state saved in ``checkpoint``; False if it holds none.
+
+        A state of another shape (the configuration was changed between the runs, e.g. K or
+        the recipe) is refused in one sentence rather than half-restored.
+        """
+        path = checkpoint / STATE_FILE
+        if not path.is_file():
+            return False
+        saved = load_file(str(path))
+        current = self.tensors()
+        mismatched = sorted(
+            set(saved) ^ set(current) | {k for k in set(saved) & set(current) if saved[k].shape != current[k].shape}
+        )
+        if mismatched:
+            raise ConfigError(
+                f"checkpoint {checkpoint} holds objective state for another configuration "
+                f"({', '.join(mismatched[:4])} differ); resume with the run's own config.yaml or start again."
+            )
+        live = self.loss.state_dict()
+        for key, value in saved.items():
+            live[key].copy_(value.to(live[key].dtype))
+        return True
+
+
+class CheckpointCompletionCallback(TrainerCallback):
+    """Completes every checkpoint with :data:`STATE_FILE`, whose presence marks it complete.
+
+    The file is written last (atomically, by the main process, after every process has finished
+    its part of the checkpoint) and holds the objective's state when the run has one
+    (:class:`ObjectiveState`); a run without an objective (``hardcse mlm``) writes it empty, as
+    the mark alone.
+    """
+
+    def __init__(self, objective: ObjectiveState | None = None) -> None:
+        self.objective = objective
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        barrier()
+        ckpt = Path(args.output_dir) / f"{PREFIX}{state.global_step}"
+        if ckpt.is_dir() and is_main_process():
+            tensors = self.objective.tensors() if self.objective is not None else {}
+            atomic_write_bytes(ckpt / STATE_FILE, save_safetensors(tensors))

@@ -55,11 +55,14 @@ import yaml
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 from hardcse.errors import ConfigError, DataError, TrainingError
-from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
+from hardcse.io import atomic_directory, atomic_write_json
 from hardcse.models.defaults import display_name, resolve_model_name
 from hardcse.numeric import is_finite_number
 from hardcse.safety import brief, load_yaml_text
+from hardcse.training.callbacks import HistoryCallback, NaNGuardCallback, ProgressCallback
+from hardcse.training.checkpoints import CheckpointCompletionCallback, checkpoint_step, last_complete_checkpoint
 from hardcse.training.config import LR_SCHEDULES
+from hardcse.training.lifecycle import RunLifecycle
 from hardcse.training.tracking import report_targets, training_report_to
 
 logger = logging.getLogger(__name__)
@@ -72,7 +75,6 @@ MODEL_DIR = "model"
 RUN_KIND = "mlm"
 #: Losses averaged for the reported first and last loss (single steps are noisy).
 LOSS_WINDOW = 10
-
 
 
 @dataclass
@@ -352,14 +354,6 @@ def _max_length(config: MLMConfig, tokenizer: Any, model: torch.nn.Module) -> in
     return min(limits)
 
 
-def _check_resumable(out: Path, overwrite: bool, resume: bool) -> None:
-    if resume and not overwrite and (out / RESULT_FILE).is_file():
-        raise ConfigError(
-            f"the run in '{out}' is already complete (it has {RESULT_FILE}); pass --overwrite to train it again "
-            "or choose another --output."
-        )
-
-
 def _mean(values: list[float]) -> float | None:
     finite = [v for v in values if is_finite_number(v)]
     return sum(finite) / len(finite) if finite else None
@@ -407,18 +401,8 @@ def _train_mlm(
     callbacks: list[TrainerCallback] | None,
     echo: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    from transformers import Trainer, TrainingArguments
-
     from hardcse.data.corpus import read_corpus
     from hardcse.data.paths import resolve_data_dir
-    from hardcse.training.callbacks import HistoryCallback, NaNGuardCallback, ObjectiveStateCallback, ProgressCallback
-    from hardcse.training.checkpoints import (
-        check_resumable,
-        checkpoint_step,
-        last_complete_checkpoint,
-        verify_checkpoint,
-    )
-    from hardcse.training.run import RunStartedCallback, check_output, create_output, run_in_directory, train_on
 
     def note(message: str) -> None:
         logger.info(message)
@@ -428,17 +412,9 @@ def _train_mlm(
     config.validate()
     started = time.perf_counter()
     data_dir = resolve_data_dir(config.data_dir)
-    # The same output rules as `hardcse train` (marker, lock, --overwrite only of an mlm run).
-    out = check_output(config, overwrite=overwrite, resume=resume, kind=RUN_KIND)  # type: ignore[arg-type]
-    _check_resumable(out, overwrite, resume)
-    ckpt_root = out / "checkpoints"
-    if resume:
-        check_resumable(ckpt_root, "mlm")
-    last_ckpt = last_complete_checkpoint(ckpt_root) if resume else None
-    if resume and last_ckpt is None:
-        logger.warning("no complete checkpoint in %s; starting from the beginning", ckpt_root)
-    if last_ckpt is not None:
-        verify_checkpoint(last_ckpt)
+    # The same run lifecycle as `hardcse train` (marker, lock, --overwrite only of an mlm run, resume).
+    lifecycle = RunLifecycle.check(config, RUN_KIND, overwrite=overwrite, resume=resume, finished=RESULT_FILE)
+    lifecycle.find_resume_point()
 
     # Everything a user can get wrong is checked before the output directory is touched.
     name = display_name(config.model)
@@ -455,16 +431,68 @@ def _train_mlm(
     if reset:
         note(f"re-initialised transformer layers {', '.join(map(str, reset))} of {name} before training")
 
-    rundir = create_output(out, overwrite=overwrite, resume=resume, kind=RUN_KIND)
+    run = _MLMRun(
+        config=config,
+        lifecycle=lifecycle,
+        name=name,
+        tokenizer=tokenizer,
+        model=model,
+        dataset=dataset,
+        sentences=len(sentences),
+        fresh=fresh,
+        reset=reset,
+        max_length=max_length,
+        callbacks=list(callbacks or []),
+        show_progress=show_progress,
+        started=started,
+    )
+    lifecycle.open()
+    return lifecycle.run(run.fit)
 
-    def fit() -> dict[str, Any]:
-        if resume:
-            last_complete_checkpoint(ckpt_root, remove_incomplete=True)
-        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
+@dataclass
+class _MLMRun:
+    """What :func:`train_mlm` checked and loaded before the output directory was touched, and the
+    named steps of its ``fit`` (:meth:`fit`)."""
+
+    config: MLMConfig
+    lifecycle: RunLifecycle
+    name: str
+    tokenizer: Any
+    model: torch.nn.Module
+    dataset: Any
+    sentences: int
+    fresh: list[str]
+    reset: list[int]
+    max_length: int
+    callbacks: list[TrainerCallback]
+    show_progress: bool
+    started: float
+
+    @property
+    def out(self) -> Path:
+        return self.lifecycle.out
+
+    def fit(self) -> dict[str, Any]:
+        """Train inside the open run directory, save the model, write ``mlm.json``, drop the checkpoints."""
+        self.lifecycle.begin(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        trainer, history, nan_guard = self._make_trainer()
+        self.lifecycle.train(trainer, ProgressCallback(disable=not self.show_progress))
+        self._check_stopped(trainer.state.global_step, nan_guard)
+        self._save_model()
+        result = self._result(int(trainer.state.global_step), history)
+        atomic_write_json(self.out / RESULT_FILE, result, strict=True)
+        # The model is written: the checkpoints (weights and optimiser state) are no longer needed.
+        shutil.rmtree(self.lifecycle.checkpoints, ignore_errors=True)
+        return result
+
+    def _training_args(self) -> Any:
+        from transformers import TrainingArguments
+
+        config = self.config
         cuda = torch.cuda.is_available()
-        args = TrainingArguments(
-            output_dir=str(ckpt_root),
+        return TrainingArguments(
+            output_dir=str(self.lifecycle.checkpoints),
             max_steps=config.steps,
             per_device_train_batch_size=config.batch_size,
             learning_rate=config.lr,
@@ -481,69 +509,81 @@ def _train_mlm(
             logging_steps=1,
             logging_nan_inf_filter=False,
             report_to=training_report_to(config.report_to),
-            run_name=out.name,
+            run_name=self.out.name,
             disable_tqdm=True,
             remove_unused_columns=False,  # the collator needs special_tokens_mask
             dataloader_pin_memory=cuda,
         )
+
+    def _make_trainer(self) -> tuple[Any, HistoryCallback, NaNGuardCallback]:
+        """The trainer with the masking collator and hardcse's callbacks; the history of a resumed
+        checkpoint restored."""
+        from transformers import Trainer
+
+        args = self._training_args()
+        last_ckpt = self.lifecycle.last_checkpoint
         first_batch = (checkpoint_step(last_ckpt) or 0) if last_ckpt is not None else 0  # one batch per step
-        collator = BatchSeededMaskCollator(tokenizer, config.mlm_probability, config.seed, first_batch=first_batch)
-        history = HistoryCallback(torch.nn.Module(), metric="")
-        # Writes an empty state file last into every checkpoint: the mark of a complete checkpoint
-        # that hardcse's resume looks for (the masked-LM run has no objective state of its own).
-        completion = ObjectiveStateCallback(torch.nn.Module())
+        collator = BatchSeededMaskCollator(
+            self.tokenizer, self.config.mlm_probability, self.config.seed, first_batch=first_batch
+        )
+        history = HistoryCallback()  # the loss of every step (a masked-LM run has no dev evaluation)
+        # The masked-LM run has no objective state of its own: the state file is the completion mark alone.
+        completion = CheckpointCompletionCallback()
         nan_guard = NaNGuardCallback()
         if last_ckpt is not None:
             history.restore(last_ckpt)
         trainer = Trainer(
-            model=model,
+            model=self.model,
             args=args,
-            train_dataset=dataset,
+            train_dataset=self.dataset,
             data_collator=collator,
-            callbacks=[history, completion, nan_guard, RunStartedCallback(rundir), *(callbacks or [])],
+            callbacks=[history, completion, nan_guard, *self.lifecycle.started_callbacks(), *self.callbacks],
         )
-        train_on(trainer, ProgressCallback(disable=not show_progress), last_ckpt)
-        state = trainer.state
+        return trainer, history, nan_guard
+
+    def _check_stopped(self, step: int, nan_guard: NaNGuardCallback) -> None:
+        """:class:`TrainingError` when training stopped at a NaN loss or before ``steps``."""
+        config = self.config
         if nan_guard.bad_step is not None:
-            kept = last_complete_checkpoint(ckpt_root)
+            kept = last_complete_checkpoint(self.lifecycle.checkpoints)
             where = f"; the last good checkpoint is kept in {kept}" if kept else ""
             raise TrainingError(
                 f"the masked-LM loss became NaN at step {nan_guard.bad_step} "
                 f"(learning rate {config.lr:g} too high?){where}."
             )
-        if state.global_step < config.steps:
+        if step < config.steps:
             # Stopped early by a callback (an interruption): the checkpoints stay for --resume.
             raise TrainingError(
-                f"masked-LM training stopped at step {state.global_step} of {config.steps}; "
-                f"continue it with `hardcse mlm --output {out} --resume`."
+                f"masked-LM training stopped at step {step} of {config.steps}; "
+                f"continue it with `hardcse mlm --output {self.out} --resume`."
             )
 
-        def save(tmp: Path) -> None:
-            model.save_pretrained(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
+    def _save_model(self) -> None:
+        """``model/``: the masked-LM model and its tokenizer, a plain Hugging Face directory."""
 
-        atomic_directory(out / MODEL_DIR, save)
+        def save(tmp: Path) -> None:
+            self.model.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+
+        atomic_directory(self.out / MODEL_DIR, save)
+
+    def _result(self, steps: int, history: HistoryCallback) -> dict[str, Any]:
+        """``mlm.json``: the first and last loss, the loss history, the settings."""
         losses = [entry["loss"] for entry in history.history if "loss" in entry]
         window = max(1, min(LOSS_WINDOW, len(losses) // 2))
-        result: dict[str, Any] = {
-            "model": name,
-            "output_model": str(out / MODEL_DIR),
-            "steps": int(state.global_step),
-            "seed": config.seed,
+        return {
+            "model": self.name,
+            "output_model": str(self.out / MODEL_DIR),
+            "steps": steps,
+            "seed": self.config.seed,
             "loss_first": _mean(losses[:window]),
             "loss_last": _mean(losses[-window:]),
             "loss_window": window,
-            "fresh_head": fresh,
-            "reinitialised_layers": reset,
-            "max_seq_length": max_length,
-            "sentences": len(sentences),
-            "seconds": round(time.perf_counter() - started, 2),
-            "config": config.to_dict(),
+            "fresh_head": self.fresh,
+            "reinitialised_layers": self.reset,
+            "max_seq_length": self.max_length,
+            "sentences": self.sentences,
+            "seconds": round(time.perf_counter() - self.started, 2),
+            "config": self.config.to_dict(),
             "history": history.history,
         }
-        atomic_write_json(out / RESULT_FILE, result, strict=True)
-        # The model is written: the checkpoints (weights and optimiser state) are no longer needed.
-        shutil.rmtree(ckpt_root, ignore_errors=True)
-        return result
-
-    return run_in_directory(fit, rundir, out, out / "checkpoints", resume, "mlm")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,75 +23,42 @@ from sentence_transformers import (
     SentenceTransformerTrainer,
     SentenceTransformerTrainingArguments,
 )
-from transformers import EarlyStoppingCallback, TrainerCallback
-from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_callback import ProgressCallback as HFProgressCallback
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 
 from hardcse import process_group as dist
 from hardcse.data.corpus import corpus_dataset, read_corpus, resolve_corpus_paths
-from hardcse.errors import ConfigError, DataError, HardcseError, Interrupted, TrainingError
+from hardcse.errors import ConfigError, DataError, TrainingError
 from hardcse.io import atomic_directory, atomic_write_json, atomic_write_text
 from hardcse.models.defaults import display_name
 from hardcse.models.dropout import disable_fast_dropout, enable_fast_dropout
 from hardcse.models.encoder import position_limit
 from hardcse.models.precision import bf16_support
+from hardcse.models.representation import Representation
 from hardcse.numeric import is_nan
 from hardcse.objectives.base import HardCSELoss
 from hardcse.objectives.cached import CachedStep
 from hardcse.objectives.encoding import TwoViewEncoder
 from hardcse.objectives.registry import BuildContext, compose
-from hardcse.rundir import RunDirectory, check_output_dir
-from hardcse.safety import DiskFull, check_inputs_outside, disk_full_message, input_paths, is_disk_full
-from hardcse.training.callbacks import (
-    HistoryCallback,
-    MethodHooksCallback,
-    NaNGuardCallback,
-    ObjectiveStateCallback,
-    ProgressCallback,
-)
+from hardcse.training.callbacks import HistoryCallback, MethodHooksCallback, NaNGuardCallback, ProgressCallback
 from hardcse.training.card import render_model_card
-from hardcse.training.checkpoints import SaveGuard, check_resumable, last_complete_checkpoint, verify_checkpoint
+from hardcse.training.checkpoints import CheckpointCompletionCallback, ObjectiveState
 from hardcse.training.config import LR_SCHEDULES, TrainConfig, dump_yaml
+from hardcse.training.lifecycle import RunLifecycle
 from hardcse.training.report import write_report
-from hardcse.training.signals import raise_if_stopped, signal_name, stop_on_signal, training_loop
-from hardcse.training.tracking import attach_tracking, training_report_to
+from hardcse.training.scoring import score_tests
+from hardcse.training.start import run_start, score_start, start_summary
+from hardcse.training.tracking import training_report_to
 
 logger = logging.getLogger(__name__)
 
 METRIC = "eval_stsb_spearman"
-OUTPUTS = ("model", "config.yaml", "results.json", "results.md", "curves.png")
+#: The kind of run directory (:mod:`hardcse.rundir`) and the command its messages name.
+RUN_KIND = "train"
+#: Written last: a run with it is finished (and is not resumed).
+RESULTS = "results.json"
+OUTPUTS = ("model", "config.yaml", RESULTS, "results.md", "curves.png")
 PREDICTIONS = "test_predictions.npz"  # per-pair test cosines and gold scores, {task}/{subset}/{gold,cosine}
-
-
-def check_output(config: TrainConfig, overwrite: bool, resume: bool, kind: str = "train") -> Path:
-    """Refuse to touch an earlier run without --overwrite/--resume, to replace anything that is not
-    a hardcse run, or to write where another process writes (nothing is touched here).
-
-    A finished run (``results.json``) is not resumed either: that would rewrite its results.
-    """
-    if overwrite and resume:
-        raise ConfigError("--overwrite and --resume exclude each other: replace the run or continue it, not both.")
-    out = check_output_dir(Path(config.output), kind, overwrite=overwrite, resume=resume)
-    if overwrite and out.is_dir():
-        # --overwrite never deletes a file the new run reads (its corpus, model or data).
-        from hardcse.data.paths import resolve_data_dir
-
-        inputs = [*(getattr(config, "corpus", None) or []), getattr(config, "model", None), config.data_dir]
-        check_inputs_outside(out, input_paths(inputs, resolve_data_dir(config.data_dir)), "--output", "run")
-    if resume and (out / "results.json").is_file():
-        raise ConfigError(
-            f"the run in '{out}' is already complete (it has results.json); pass --overwrite to train it again "
-            "or choose another --output."
-        )
-    return out
-
-
-def create_output(out: Path, overwrite: bool, resume: bool, kind: str = "train") -> RunDirectory:
-    """Create, mark and lock the run directory once the inputs are known to be good; on
-    --overwrite the old run is moved aside until :meth:`RunDirectory.started` (see
-    :mod:`hardcse.rundir`). The caller closes the returned directory."""
-    return RunDirectory(out, kind, overwrite=overwrite, resume=resume).open()
 
 
 def build_objective(
@@ -228,13 +195,15 @@ def train(
 
     ``callbacks`` are extra ``transformers.TrainerCallback`` objects (timers, trackers).
     ``start`` is the untrained encoder's evaluation (``start.json``: the test tasks plus
-    ``stsb_dev``) when the caller already has it, e.g. ``hardcse compare`` sharing it between runs.
+    ``stsb_dev``) when the caller already has it, e.g. ``hardcse compare`` sharing it between runs
+    (:func:`hardcse.training.start.run_start` decides whether it is used).
     The per-pair test cosines are saved as ``test_predictions.npz`` (for paired bootstraps).
+    The run directory goes through :class:`~hardcse.training.lifecycle.RunLifecycle`, as a
+    masked-LM run's does.
     """
     from hardcse.data.paths import resolve_data_dir
     from hardcse.data.sts import load_tasks
     from hardcse.evaluation.evaluator import STSEvaluator
-    from hardcse.evaluation.predictions import save_predictions
     from hardcse.evaluation.scoring import resolve_tasks
 
     config.validate()
@@ -243,25 +212,16 @@ def train(
     # progress then prints one plain line per evaluation instead).
     bars = show_progress and sys.stderr.isatty()
     data_dir = resolve_data_dir(config.data_dir)
-    out = check_output(config, overwrite=overwrite, resume=resume)
+    lifecycle = RunLifecycle.check(config, RUN_KIND, overwrite=overwrite, resume=resume, finished=RESULTS)
     # Setting up the device creates the process group when a launcher (torchrun, accelerate
     # launch) started this process: gloo on CPUs, nccl on GPUs. From here on every process knows
     # its rank, and the HSimCSE corpus bank below is encoded in shards.
     try:
-        args = _training_args(config, out)
+        args = _training_args(config, lifecycle.out)
         _ = args.device
     except ValueError as err:  # e.g. fp16 without a GPU: the trainer's own message, as one sentence
         raise ConfigError(f"invalid training settings: {str(err).strip().splitlines()[0]}") from None
-    main = dist.is_main_process()
-    ckpt_root = out / "checkpoints"
-    last_ckpt: Path | None = None
-    if resume:
-        check_resumable(ckpt_root)
-        last_ckpt = last_complete_checkpoint(ckpt_root)
-        if last_ckpt is None:
-            logger.warning("no complete checkpoint in %s; starting from the beginning", ckpt_root)
-        else:
-            verify_checkpoint(last_ckpt)
+    lifecycle.find_resume_point()
 
     # Everything a user can get wrong is checked before the run directory is touched.
     sentences = read_corpus(config.corpus, data_dir, column=config.corpus_column, max_sentences=config.max_sentences)
@@ -300,104 +260,194 @@ def train(
     else:
         loss, extra_callbacks = build_objective(config, model, sentences, show_progress=bars)
         dataset = corpus_dataset(sentences)
+    run = _TrainingRun(
+        config=config,
+        lifecycle=lifecycle,
+        args=args,
+        sentences=sentences,
+        dev_set=dev_set,
+        test_sets=test_sets,
+        test_data=test_data,
+        evaluator=evaluator,
+        representation=representation,
+        model=model,
+        pooling_name=pooling_name,
+        model_name=model_name,
+        eval_len=eval_len,
+        loss=loss,
+        dataset=dataset,
+        method_callbacks=extra_callbacks,
+        callbacks=list(callbacks or []),
+        show_progress=show_progress,
+        bars=bars,
+        started=started,
+        main=dist.is_main_process(),
+    )
     # Every process has checked the inputs before the main one creates or clears anything.
     dist.barrier()
-    rundir = create_output(out, overwrite=overwrite, resume=resume) if main else None
+    if run.main:
+        lifecycle.open()
+    return lifecycle.run(lambda: run.fit(start))
 
-    def fit() -> dict:
-        nonlocal start
-        if main:
-            if resume:
-                last_complete_checkpoint(ckpt_root, remove_incomplete=True)
-            atomic_write_text(out / "config.yaml", dump_yaml(config))
 
-        # The untrained encoder's scores (kept across a resume), computed and written by the main process.
-        start_path = out / "start.json"
-        if start is not None and start.get("pooling") != pooling_name:
-            start = None  # scored with another representation (e.g. [CLS] for a prompt run): score this one
-        if start is not None:
-            if main:
-                atomic_write_json(start_path, start)
-        elif resume and start_path.is_file():
-            start = json.loads(start_path.read_text(encoding="utf-8"))
-        elif main:
-            start, start_pairs = score_tests(model, config, test_data, test_sets, bars, model_name, pooling_name)
-            start["pair_cosines"] = {name: cos.tolist() for name, (_, cos) in start_pairs.items()}
-            start["stsb_dev"] = float(evaluator(model)["stsb_spearman"])
-            atomic_write_json(start_path, start)
-        dist.barrier()
-        if start is None:
-            start = json.loads(start_path.read_text(encoding="utf-8"))
+@dataclass
+class _TrainingRun:
+    """What :func:`train` checked and built before the run directory was touched, and the named
+    steps of its ``fit`` (:meth:`fit`)."""
 
-        history = HistoryCallback(loss, metric=METRIC)
+    config: TrainConfig
+    lifecycle: RunLifecycle
+    args: SentenceTransformerTrainingArguments
+    sentences: list[str]
+    dev_set: Any
+    test_sets: list[Any]
+    test_data: dict
+    evaluator: Any
+    representation: Representation
+    model: SentenceTransformer
+    pooling_name: str
+    model_name: str
+    eval_len: int
+    loss: torch.nn.Module
+    dataset: Any
+    method_callbacks: list[TrainerCallback]
+    callbacks: list[TrainerCallback]
+    show_progress: bool
+    bars: bool
+    started: float
+    main: bool
+
+    @property
+    def out(self) -> Path:
+        return self.lifecycle.out
+
+    def fit(self, given_start: dict | None) -> dict:
+        """Train inside the open run directory; the main process exports, scores and reports."""
+        if self.main:
+            self.lifecycle.begin(dump_yaml(self.config))
+        start = self._prepare_start(given_start)
+        trainer, history, nan_guard = self._make_trainer(start)
+        self.lifecycle.train(trainer, ProgressCallback(disable=not self.show_progress, metric=METRIC))
+        best_step = self._check_stopped(trainer.state, nan_guard)
+        if not self.main:
+            # The main process exports, scores and reports; the others return its results.
+            dist.barrier()
+            return json.loads((self.out / RESULTS).read_text(encoding="utf-8"))
+        self._export()
+        test = self._score_export()
+        return self._report(trainer.state, best_step, start, test, history)
+
+    def _prepare_start(self, given: dict | None) -> dict:
+        """The untrained encoder's scores (kept across a resume), computed and written by the main process."""
+        return run_start(
+            self.out,
+            given,
+            pooling=self.pooling_name,
+            resume=self.lifecycle.resume,
+            main=self.main,
+            score=lambda: score_start(
+                self.model,
+                self.evaluator,
+                self.config,
+                self.test_data,
+                self.test_sets,
+                bars=self.bars,
+                model_name=self.model_name,
+                pooling=self.pooling_name,
+            ),
+        )
+
+    def _make_trainer(self, start: dict) -> tuple[SentenceTransformerTrainer, HistoryCallback, NaNGuardCallback]:
+        """The trainer with hardcse's callbacks, the history and objective state of a resumed
+        checkpoint restored."""
+        history = HistoryCallback(self.loss, metric=METRIC)
         history.record_start(start["stsb_dev"])
-        state_cb = ObjectiveStateCallback(loss)
+        objective_state = ObjectiveState(self.loss)
         nan_guard = NaNGuardCallback()
         all_callbacks: list[TrainerCallback] = [
             history,
-            state_cb,
+            CheckpointCompletionCallback(objective_state),
             nan_guard,
-            *extra_callbacks,
-            *(callbacks or []),
+            *self.method_callbacks,
+            *self.callbacks,
+            *self.lifecycle.started_callbacks(),
         ]
-        if rundir is not None:
-            all_callbacks.append(RunStartedCallback(rundir))
-        if config.early_stopping:
-            all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping))
+        if self.config.early_stopping:
+            all_callbacks.append(EarlyStoppingCallback(early_stopping_patience=self.config.early_stopping))
+        last_ckpt = self.lifecycle.last_checkpoint
         if last_ckpt is not None:
-            state_cb.restore(last_ckpt)
+            objective_state.restore(last_ckpt)
             history.restore(last_ckpt)
 
         trainer = SentenceTransformerTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            loss=loss,
-            evaluator=evaluator,
+            model=self.model,
+            args=self.args,
+            train_dataset=self.dataset,
+            loss=self.loss,
+            evaluator=self.evaluator,
             # The prompt encoder tokenises training sentences alone; its loss wraps them per view.
-            data_collator=representation.collator(model),
+            data_collator=self.representation.collator(self.model),
             callbacks=all_callbacks,
         )
-        train_on(trainer, ProgressCallback(disable=not show_progress, metric=METRIC), last_ckpt)
-        state = trainer.state
+        return trainer, history, nan_guard
+
+    def _check_stopped(self, state: TrainerState, nan_guard: NaNGuardCallback) -> int:
+        """The best step, or :class:`TrainingError` when training stopped at a NaN loss or before
+        its first evaluation."""
+        ckpt_root = self.lifecycle.checkpoints
         if nan_guard.bad_step is not None:
             kept = state.best_model_checkpoint or (get_last_checkpoint(str(ckpt_root)) if ckpt_root.is_dir() else None)
             where = f"; the last good checkpoint is kept in {kept}" if kept else ""
             raise TrainingError(
-                f"the loss became NaN at step {nan_guard.bad_step} (learning rate {config.lr:g} too high?){where}."
+                f"the loss became NaN at step {nan_guard.bad_step} (learning rate {self.config.lr:g} too high?){where}."
             )
         if state.best_model_checkpoint is None:
             raise TrainingError("training ended before the first evaluation; raise --steps or lower --eval-steps.")
+        return int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
 
-        best_step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
-        if not main:
-            # The main process exports, scores and reports; the others return its results.
-            dist.barrier()
-            return json.loads((out / "results.json").read_text(encoding="utf-8"))
+    def _export(self) -> None:
+        """The clean model (no train-only head) as ``model/``."""
+        model, eval_len, representation, out = self.model, self.eval_len, self.representation, self.out
         disable_fast_dropout(model)  # the export carries stock modules (saved files are the same either way)
         atomic_directory(out / "model", lambda tmp: representation.export(model, tmp, eval_max_seq_length=eval_len))
 
+    def _score_export(self) -> dict:
+        """The export's scores on the test tasks and pair sets; its per-pair predictions saved."""
+        from hardcse.evaluation.predictions import save_predictions
+
+        model, representation, out = self.model, self.representation, self.out
         # Score the export as a user would load it: plain SentenceTransformer(path).
         # (A prompt model's encoder is hardcse's own module: hardcse's loader, as `hardcse evaluate`.)
         exported = representation.load_export(out / "model", device=str(model.device))
         test, pair_predictions = score_tests(
-            exported, config, test_data, test_sets, bars, str(out / "model"), pooling_name, predictions=True
+            exported,
+            self.config,
+            self.test_data,
+            self.test_sets,
+            self.bars,
+            str(out / "model"),
+            self.pooling_name,
+            predictions=True,
         )
         save_predictions(out / PREDICTIONS, {**test.pop("predictions"), **pair_predictions})
+        return test
 
+    def _report(self, state: TrainerState, best_step: int, start: dict, test: dict, history: HistoryCallback) -> dict:
+        """``results.json`` (written last), ``results.md``, ``curves.png`` and the model card."""
+        config, out = self.config, self.out
         results: dict[str, Any] = {
             "recipe": config.recipe,
-            "model": model_name,
+            "model": self.model_name,
             "preset": config.preset,
             "seed": config.seed,
             "steps": int(state.global_step),
             "best_step": best_step,
             "stsb_dev_best": float(state.best_metric),
-            "dev_set": dev_set.name if dev_set is not None else "STS-B dev",
-            "start": {k: v for k, v in start.items() if k != "pair_cosines"},
+            "dev_set": self.dev_set.name if self.dev_set is not None else "STS-B dev",
+            "start": start_summary(start),
             "test": test,
             "history": history.history,
-            "seconds": round(time.perf_counter() - started, 2),
+            "seconds": round(time.perf_counter() - self.started, 2),
         }
         _check_finite(results)
         write_report(out, results, config)
@@ -405,113 +455,14 @@ def train(
         card = render_model_card(
             config.to_dict(),
             results,
-            citations=getattr(loss, "citations", None),  # every method of the objective (None: from the recipe)
-            corpus_sentences=len(sentences),
+            citations=getattr(self.loss, "citations", None),  # every method of the objective (None: from the recipe)
+            corpus_sentences=len(self.sentences),
             model_path=str(out / "model"),
         )
         atomic_write_text(out / "model" / "README.md", card)
-        atomic_write_json(out / "results.json", results)
+        atomic_write_json(out / RESULTS, results)
         dist.barrier()
         return results
-
-    return run_in_directory(fit, rundir, out, ckpt_root, resume)
-
-
-def run_in_directory(
-    fit: Any, rundir: RunDirectory | None, out: Path, ckpt_root: Path, resume: bool, command: str = "train"
-) -> Any:
-    """``fit()`` inside the run directory: closed (lock released) afterwards, undone on a failure
-    before the first step, and Ctrl-C turned into :class:`Interrupted` saying how to go on."""
-    try:
-        result = fit()
-    except KeyboardInterrupt as err:
-        # Ctrl-C, or SIGTERM/SIGHUP (hardcse.training.signals): exit 130, or 128 + the signal.
-        kept_old = rundir is not None and rundir.replaced
-        began = rundir is None or rundir.has_started or resume
-        if rundir is not None:
-            rundir.close(failed=True)
-        signum = getattr(err, "signum", None)
-        interrupted = Interrupted(interrupted_message(out, ckpt_root, began, kept_old, command, signum))
-        interrupted.exit_code = getattr(err, "exit_code", Interrupted.exit_code)
-        raise interrupted from None
-    except BaseException as err:
-        began = rundir is None or rundir.has_started or resume
-        if rundir is not None:
-            rundir.close(failed=True)
-        if isinstance(err, Exception) and not isinstance(err, HardcseError) and is_disk_full(err, out):
-            then = _disk_full_then(out, ckpt_root, began, command)
-            raise DiskFull(disk_full_message(out, f"writing the run in '{out}'", then)) from None
-        raise
-    if rundir is not None:
-        rundir.close()
-    return result
-
-
-def train_on(trainer: Any, progress: TrainerCallback, last_ckpt: Path | None) -> None:
-    """Run ``trainer`` with hardcse's progress display instead of the trainer's own, resuming from
-    ``last_ckpt``; a checkpoint file that is not plain tensor data is one sentence. The tracking
-    integrations of ``report_to`` also see the method diagnostics (:func:`attach_tracking`)."""
-    trainer.remove_callback(HFProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(progress)
-    attach_tracking(trainer)
-    # Added last: a SIGTERM/SIGHUP asks for a save of the step in progress, then the save's mark.
-    trainer.add_callback(stop_on_signal())
-    trainer.add_callback(SaveGuard())
-    try:
-        with training_loop():
-            trainer.train(resume_from_checkpoint=str(last_ckpt) if last_ckpt is not None else None)
-    except pickle.UnpicklingError as err:
-        # verify_checkpoint refuses these first; this guards any file the trainer adds later.
-        raise ConfigError(
-            f"refusing to resume from {last_ckpt}: a checkpoint file is not plain tensor data "
-            f"({str(err).strip().splitlines()[0][:120]}); delete that checkpoint or start again with --overwrite."
-        ) from None
-    except Exception as err:  # OSError, torch's RuntimeError, safetensors' SafetensorError: a full disk?
-        ckpt_root = Path(trainer.args.output_dir)
-        if not is_disk_full(err, ckpt_root):
-            raise
-        kept = last_complete_checkpoint(ckpt_root)
-        then = (
-            f"the last complete checkpoint is {kept}" if kept is not None else "no complete checkpoint was saved"
-        ) + "; the run can continue with --resume once space is freed"
-        raise DiskFull(disk_full_message(ckpt_root, f"saving checkpoint {trainer.state.global_step}", then)) from None
-    raise_if_stopped(trainer)
-
-
-class RunStartedCallback(TrainerCallback):
-    """Tells the run directory that training made its first step (an old run it replaces goes)."""
-
-    def __init__(self, rundir: RunDirectory) -> None:
-        self.rundir = rundir
-
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - the trainer's signature
-        if not self.rundir.has_started:
-            self.rundir.started()
-
-
-def interrupted_message(
-    out: Path, ckpt_root: Path, began: bool, kept_old: bool, command: str = "train", signum: int | None = None
-) -> str:
-    """The one sentence after Ctrl-C (or SIGTERM/SIGHUP, ``signum``) in ``hardcse COMMAND``: what
-    was kept and how to go on."""
-    what = "interrupted" if signum is None else f"stopped by {signal_name(signum)}"
-    if not began:
-        if kept_old:
-            return f"{what} before training started; the earlier run in '{out}' is kept as it was."
-        return f"{what} before training started; nothing was kept (run the same command again)."
-    last = last_complete_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
-    where = f"the last checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
-    return f"{what}; {where}; continue with: hardcse {command} --resume --output {out}"
-
-
-def _disk_full_then(out: Path, ckpt_root: Path, began: bool, command: str) -> str:
-    """What is left after a full disk stopped a run, and the command that goes on."""
-    if not began:
-        return "nothing was changed (run the same command again once space is freed)"
-    last = last_complete_checkpoint(ckpt_root) if ckpt_root.is_dir() else None
-    where = f"the last complete checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
-    return f"{where}; once space is freed, continue with: hardcse {command} --resume --output {out}"
 
 
 def _check_finite(results: dict) -> None:
@@ -534,39 +485,3 @@ def load_run_pairs(config: TrainConfig, data_dir: Path, sentences: list[str]) ->
         if warning:
             logger.warning(warning)
     return dev_set, test_sets
-
-
-def score_tests(
-    model: SentenceTransformer,
-    config: TrainConfig,
-    test_data: dict,
-    test_sets: list[Any],
-    bars: bool,
-    model_name: str,
-    pooling: str,
-    predictions: bool = False,
-) -> tuple[dict, dict]:
-    """The STS tasks' evaluation (``evaluate_model``'s dict, ``tasks`` empty when none are scored)
-    with ``"pairs"``: each test pair set's score and interval; and the pair sets' predictions."""
-    from hardcse.evaluation.pairs import PREDICTION_PREFIX, score_pair_sets
-    from hardcse.evaluation.sts import evaluate_model
-
-    if test_data:
-        result = evaluate_model(
-            model,
-            tasks=config.test_tasks,
-            data=test_data,
-            batch_size=config.eval_batch_size,
-            show_progress=bars,
-            model_name=model_name,
-            pooling=pooling,
-            return_predictions=predictions,
-        )
-    else:
-        result = {"model": model_name, "pooling": pooling, "tasks": {}, "avg": None}
-        if predictions:
-            result["predictions"] = {}
-    pairs, pair_predictions = score_pair_sets(model, test_sets, batch_size=config.eval_batch_size)
-    result["pairs"] = pairs
-    flat = {name.removeprefix(PREDICTION_PREFIX): subsets["pairs"] for name, subsets in pair_predictions.items()}
-    return result, (pair_predictions if predictions else flat)

@@ -49,10 +49,9 @@ from hardcse.objectives.citations import CLUSTERNS_CITATION
 from hardcse.objectives.parts.centroids import CENTROID_DIAGNOSTICS, CentroidNegatives
 from hardcse.objectives.parts.false_negatives import BML_NORMALIZATIONS, BidirectionalMarginLoss, MaskFalseNegatives
 from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method
+from hardcse.objectives.seeds import method_seed
 
 FALSE_NEGATIVE_MODES = ("bml", "mask", "both")
-#: The method seed when neither the method nor the run names one (the official code's seed).
-DEFAULT_SEED = 42
 
 
 @dataclass
@@ -124,9 +123,7 @@ class ClusterNSConfig:
 
     def seed_for(self, run_seed: int | None = None) -> int:
         """The seed used: ``seed`` when set, else ``run_seed``, else 42 (the official code's)."""
-        if self.seed is not None:
-            return int(self.seed)
-        return int(run_seed) if run_seed is not None else DEFAULT_SEED
+        return method_seed(self.seed, run_seed)
 
     @property
     def uses_bml(self) -> bool:

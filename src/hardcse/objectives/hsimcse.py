@@ -54,9 +54,7 @@ from hardcse.objectives.parts.corpus_index import CorpusIndexConfig, CorpusIndex
 from hardcse.objectives.parts.in_batch import HardestInBatchNegative
 from hardcse.objectives.parts.quadruplet import QuadrupletHinge
 from hardcse.objectives.registry import WIKI1M, BuildContext, Built, Method, StepHook
-
-#: The method seed when neither the method nor the run names one (the official script's seed).
-DEFAULT_SEED = 42
+from hardcse.objectives.seeds import method_seed
 
 
 @dataclass
@@ -102,9 +100,7 @@ class HSimCSEConfig:
 
     def seed_for(self, run_seed: int | None = None) -> int:
         """The seed used: ``seed`` when set, else ``run_seed``, else 42 (the official script's)."""
-        if self.seed is not None:
-            return int(self.seed)
-        return int(run_seed) if run_seed is not None else DEFAULT_SEED
+        return method_seed(self.seed, run_seed)
 
     def corpus_index(self) -> CorpusIndexConfig:
         """The settings of the corpus index miner (the index fields of this config)."""

@@ -47,12 +47,11 @@ from hardcse.models.corpus_encoding import encode_corpus
 from hardcse.objectives.base import ContrastiveBatch, Part
 from hardcse.objectives.citations import HSIMCSE_CITATION
 from hardcse.objectives.registry import StepHook, StepInfo
+from hardcse.objectives.seeds import method_seed
 
 logger = logging.getLogger(__name__)
 
 INDEX_MODES = ("official", "refresh")
-#: The seed when neither the settings nor the run name one (HSimCSE's official script's).
-DEFAULT_SEED = 42
 
 
 @dataclass
@@ -85,9 +84,7 @@ class CorpusIndexConfig:
 
     def seed_for(self, run_seed: int | None = None) -> int:
         """The seed used: ``seed`` when set, else ``run_seed``, else 42."""
-        if self.seed is not None:
-            return int(self.seed)
-        return int(run_seed) if run_seed is not None else DEFAULT_SEED
+        return method_seed(self.seed, run_seed)
 
     def validate(self, owner: str = "corpus index") -> None:
         """Raise :class:`~hardcse.errors.ConfigError` for an impossible value (``owner`` names the

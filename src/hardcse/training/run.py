@@ -57,7 +57,6 @@ METRIC = "eval_stsb_spearman"
 RUN_KIND = "train"
 #: Written last: a run with it is finished (and is not resumed).
 RESULTS = "results.json"
-OUTPUTS = ("model", "config.yaml", RESULTS, "results.md", "curves.png")
 PREDICTIONS = "test_predictions.npz"  # per-pair test cosines and gold scores, {task}/{subset}/{gold,cosine}
 
 
